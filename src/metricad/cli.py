@@ -1,0 +1,194 @@
+"""The ``metricad`` command line: train, evaluate, score, benchmark, reproduce."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
+from metricad.detector import Detector, read_config
+from metricad.losses import LOSSES
+from metricad.models import list_models
+from metricad.training import PRESETS
+
+ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="starting configuration; the options below override it (seed = the original recipe)")
+    p.add_argument("--normal", type=int, default=7, help="normal class (default 7, sneaker)")
+    p.add_argument("--anomaly", type=int, default=9, help="anomaly class, never trained on (default 9, ankle boot)")
+    p.add_argument("--model", choices=list_models())
+    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--labels", choices=("fine", "binary"),
+                   help="fine: each reference class keeps its label; binary: normal vs everything else")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
+    p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def _training_config(args):
+    overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    return replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _train(args) -> Path:
+    from metricad.runs import train_run
+
+    config = _training_config(args)
+    print(f"training {config.model} with the {config.loss} loss, {config.labels} labels, {config.epochs} epochs; "
+          f"normal = {args.normal} ({CLASS_NAMES[args.normal]}), anomaly = {args.anomaly} "
+          f"({CLASS_NAMES[args.anomaly]})", file=sys.stderr)
+    return train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir, args.device,
+                     overwrite=args.overwrite)
+
+
+def cmd_train(args) -> None:
+    print(_train(args))
+
+
+def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None):
+    from metricad.evaluation import evaluate
+    from metricad.runs import run_split, update_json
+
+    detector = Detector.load(run, device=device, n_anchors=n_anchors, k=k)
+    split = run_split(run, data_dir)
+    metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
+    update_json(run / "metrics.json", metrics)
+    return detector, split, metrics, scores
+
+
+def cmd_evaluate(args) -> None:
+    _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device)
+    print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
+          f"{metrics['n_anchors']} anchors, k={metrics['k']})")
+
+
+def cmd_score(args) -> None:
+    detector = Detector.load(args.run, device=args.device)
+    channels, size = detector.input_spec
+    names, images = load_images(args.files, size, channels)
+    scores = detector.score_samples(images)
+    print("path,score")
+    for name, score in zip(names, scores):
+        print(f"{name},{score:.6f}")
+
+
+def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None) -> str:
+    from metricad.evaluation import benchmark, benchmark_markdown
+    from metricad.runs import run_split
+
+    detector = Detector.load(run, device=device)
+    split = run_split(run, data_dir)
+    available = len(detector.anchor_images_)
+    too_many = [n for n in anchor_counts if n > available]
+    if too_many:
+        raise ValueError(f"--anchors {too_many} exceed the {available} anchors stored in {run}")
+    model_name = read_config(run)["model"]["name"]
+
+    def show(row):
+        print(f"  batch {row['batch_size']:>4}  anchors {row['anchors']:>5}  AUC {row['auc']:.4f}  "
+              f"{row['ms_per_image']:.3f} ms/image", file=sys.stderr)
+
+    rows = benchmark(detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes, model_name,
+                     progress=show)
+    markdown = benchmark_markdown(rows, len(split.test_images))
+    (run / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (run / "benchmark.md").write_text(markdown)
+    return markdown
+
+
+def cmd_benchmark(args) -> None:
+    print(_benchmark(Path(args.run), args.anchors, args.batch_sizes, args.data_dir, args.device))
+
+
+def cmd_reproduce(args) -> None:
+    from metricad.evaluation import plot_extremes
+
+    start = time.perf_counter()
+    run = _train(args)
+    _, split, metrics, scores = _evaluate(run, args.data_dir, device=args.device)
+    anchor_counts = [n for n in ORIGINAL_ANCHOR_COUNTS if n <= len(split.anchor_images)]
+    markdown = _benchmark(run, anchor_counts, [1, 20], args.data_dir, args.device)
+    plot_extremes(split.test_images, split.test_is_anomaly, scores, run / "figure.png")
+    config = read_config(run)
+    print(markdown)
+    print(f"run directory: {run}")
+    print(f"model {config['model']['name']}, loss {config['training']['loss']}, labels {config['training']['labels']},"
+          f" {config['training']['epochs']} epochs in {config['training_seconds']:.0f} s")
+    print(f"AUC {CLASS_NAMES[args.normal]} (normal) vs {CLASS_NAMES[args.anomaly]} (anomaly): {metrics['auc']:.4f}"
+          "   (original post, sneaker vs ankle boot: 0.9066)")
+    print(f"figure: {run / 'figure.png'}   total wall time {time.perf_counter() - start:.0f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metricad", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an embedding and fit its anchors into a run directory")
+    p.add_argument("--out", required=True, help="run directory to create")
+    _add_training_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="ROC AUC on the run's test split; writes RUN/metrics.json")
+    p.add_argument("run")
+    p.add_argument("--anchors", type=int, help="use the first N anchors")
+    p.add_argument("--k", type=int, help="score = mean distance to the k nearest anchors")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score")
+    p.add_argument("run")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
+    p.add_argument("run")
+    p.add_argument("--anchors", type=_int_list, default=ORIGINAL_ANCHOR_COUNTS)
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 20])
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
+    p.add_argument("--out", required=True)
+    _add_training_args(p)
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataNotFoundError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as exc:
+        print(f"metricad: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Image files to arrays: PNG/JPEG (any mode, any size) or one ``.npy`` batch, for scoring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+    return array if channels == 1 else array.transpose(2, 0, 1)
+
+
+def load_images(paths, size: tuple[int, int] = (28, 28), channels: int = 1) -> tuple[list[str], np.ndarray]:
+    """Load files into one uint8 batch ``(N, H, W)`` (or ``(N, 3, H, W)``), returning their names too.
+
+    A single ``.npy`` file is taken as a batch (``(N, H, W)`` or ``(N, C, H, W)``), its rows named ``file.npy[i]``.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no input files given")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+    if any(p.suffix.lower() == ".npy" for p in paths):
+        if len(paths) != 1:
+            raise ValueError("a .npy batch must be the only input file")
+        try:
+            batch = np.load(paths[0], allow_pickle=False)  # never unpickle user files
+        except ValueError as exc:
+            raise ValueError(f"{paths[0]}: not a plain numeric .npy array ({exc})") from exc
+        if batch.ndim == 2:
+            batch = batch[None]
+        if batch.ndim not in (3, 4) or not np.issubdtype(batch.dtype, np.number):
+            raise ValueError(f"{paths[0]}: expected a numeric array (N, H, W) or (N, C, H, W), got "
+                             f"{batch.dtype} {batch.shape}")
+        return [f"{os.fspath(paths[0])}[{i}]" for i in range(len(batch))], batch
+    unknown = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unsupported file type (use PNG/JPEG images or one .npy batch)")
+    return [os.fspath(p) for p in paths], np.stack([_read_image(p, size, channels) for p in paths])

@@ -1,0 +1,67 @@
+"""The one-class experiment split: normal class N, held-out anomaly class M, the rest as reference classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AnomalySplit:
+    """Arrays of one (normal, anomaly) experiment.
+
+    ``train_*``: every training image whose class is not the anomaly (normal + reference classes), with the
+    original class labels kept (``to_training_labels`` turns them into binary or fine labels).
+    ``anchor_images``: the normal training images. ``test_*``: test images of the normal and anomaly class;
+    ``test_is_anomaly`` is 1 for the anomaly class.
+    """
+
+    normal_class: int
+    anomaly_class: int
+    train_images: np.ndarray
+    train_classes: np.ndarray
+    anchor_images: np.ndarray
+    test_images: np.ndarray
+    test_is_anomaly: np.ndarray
+
+    def training_labels(self, scheme: str) -> np.ndarray:
+        """``binary``: 1 normal / 0 everything else (the original); ``fine``: each class keeps its own label."""
+        if scheme == "binary":
+            return (self.train_classes == self.normal_class).astype(np.int64)
+        if scheme == "fine":
+            # Contiguous ids 0..C-1 so that classification-style losses get a compact label space.
+            _, ids = np.unique(self.train_classes, return_inverse=True)
+            return ids.astype(np.int64)
+        raise ValueError(f"labels must be 'binary' or 'fine', got {scheme!r}")
+
+
+def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None = None,
+               seed: int = 0) -> AnomalySplit:
+    """Build the split from ``(images, labels)`` pairs. ``limit`` caps training images per class (random, seeded)."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    classes = set(np.unique(train_y).tolist())
+    for name, value in (("normal", normal), ("anomaly", anomaly)):
+        if value not in classes:
+            raise ValueError(f"--{name} {value} is not a class of the data (classes: {sorted(classes)})")
+    if normal == anomaly:
+        raise ValueError(f"--normal and --anomaly must differ, both are {normal}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be a positive number of images per class, got {limit}")
+
+    keep = np.flatnonzero(train_y != anomaly)
+    if limit is not None:
+        rng = np.random.default_rng(seed)
+        per_class = [rng.permutation(keep[train_y[keep] == c])[:limit] for c in sorted(classes - {anomaly})]
+        keep = np.sort(np.concatenate(per_class))
+    train_images, train_classes = train_x[keep], train_y[keep].astype(np.int64)
+    test_mask = (test_y == normal) | (test_y == anomaly)
+    return AnomalySplit(
+        normal_class=normal,
+        anomaly_class=anomaly,
+        train_images=train_images,
+        train_classes=train_classes,
+        anchor_images=train_images[train_classes == normal],
+        test_images=test_x[test_mask],
+        test_is_anomaly=(test_y[test_mask] == anomaly).astype(np.int64),
+    )

@@ -1,0 +1,259 @@
+"""The anomaly detector: a trained embedding plus its normal anchors, scored by k-NN distance.
+
+Sign convention, everywhere in metricad: **higher score = more anomalous**. ``score_samples`` returns the mean
+euclidean distance to the k nearest anchors; ``decision_function = score_samples - offset_`` is positive for
+anomalies; ``predict`` returns 1 for an anomaly and 0 for a normal image. (scikit-learn's outlier detectors use
+the opposite sign for ``score_samples``; anomaly-detection tools such as PyOD and anomalib use this one.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from metricad.index import ExactIndex
+from metricad.models import create_model
+from metricad.preprocessing import to_model_input
+
+CONFIG_FILE, WEIGHTS_FILE, ANCHORS_FILE = "config.json", "weights.safetensors", "anchors.safetensors"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class Detector:
+    """Scikit-learn-style anomaly detector on top of an embedding model.
+
+    Parameters
+    ----------
+    model : nn.Module mapping ``(N, C, H, W)`` floats in [0, 1] to ``(N, D)`` embeddings (see ``metricad.models``).
+    k : score = mean distance to the k nearest anchors (the original used k=1).
+    n_anchors : keep this many normal images as anchors (None: all of them).
+    anchor_sampling : ``"first"`` (the first n_anchors, as the original did) or ``"random"`` (seeded subset).
+    contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
+        ``1 - contamination`` quantile of the anchors' leave-one-out scores (each anchor scored against the others).
+    random_state, batch_size, device : seed of the random subset; embedding batch size; torch device (CUDA if any).
+    """
+
+    def __init__(self, model: nn.Module, k: int = 1, n_anchors: int | None = None, anchor_sampling: str = "first",
+                 contamination: float = 0.01, random_state: int = 0, batch_size: int = 512, device=None):
+        self.model = model
+        self.k = k
+        self.n_anchors = n_anchors
+        self.anchor_sampling = anchor_sampling
+        self.contamination = contamination
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.device = device
+
+    # ---- learning -------------------------------------------------------------------------------------------
+    def _check_params(self, n_images: int) -> None:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if self.anchor_sampling not in ("first", "random"):
+            raise ValueError(f"anchor_sampling must be 'first' or 'random', got {self.anchor_sampling!r}")
+        if self.n_anchors is not None and not 1 <= self.n_anchors <= n_images:
+            raise ValueError(f"n_anchors must be between 1 and the {n_images} normal images, got {self.n_anchors}")
+        if not 0.0 < self.contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+
+    def select_anchors(self, n_images: int) -> np.ndarray:
+        """Indices of the normal images kept as anchors."""
+        n = n_images if self.n_anchors is None else self.n_anchors
+        if self.anchor_sampling == "first":
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.random_state).choice(n_images, size=n, replace=False))
+
+    def fit(self, normal_images) -> "Detector":
+        """Embed the normal images (all, or the selected subset) and memorise them as anchors."""
+        normal_images = np.asarray(normal_images)
+        self._check_params(len(normal_images))
+        self.device_ = torch.device(self.device) if self.device is not None else default_device()
+        self.model.to(self.device_).eval()
+        self.anchor_indices_ = self.select_anchors(len(normal_images))
+        self.anchor_images_ = normal_images[self.anchor_indices_]
+        self._set_anchor_embeddings(self.embed(self.anchor_images_))
+        return self
+
+    def _set_anchor_embeddings(self, embeddings: torch.Tensor) -> None:
+        self.anchor_embeddings_ = embeddings.to(self.device_)
+        self.index_ = ExactIndex(self.device_)
+        self.index_.add(self.anchor_embeddings_)
+        if self.k >= self.index_.ntotal:
+            raise ValueError(f"k={self.k} needs more than {self.k} anchors, got {self.index_.ntotal}")
+        # Leave-one-out: search k+1 and drop each anchor's own (zero) distance.
+        dist, _ = self.index_.search(self.anchor_embeddings_, self.k + 1)
+        loo_scores = dist[:, 1:].mean(1).cpu().numpy()
+        self.offset_ = float(np.quantile(loo_scores, 1.0 - self.contamination))
+
+    def subset_anchors(self, n_anchors: int | None = None, anchor_sampling: str | None = None,
+                       random_state: int | None = None) -> "Detector":
+        """A fitted detector sharing this one's model, keeping a subset of its anchors (no re-embedding).
+
+        Arguments left as None keep this detector's parameter. Used by the anchor-count sweep and by ``load``.
+        """
+        self._check_fitted()
+        params = self.get_params()
+        params.update({k: v for k, v in (("n_anchors", n_anchors), ("anchor_sampling", anchor_sampling),
+                                         ("random_state", random_state)) if v is not None})
+        subset = Detector(self.model, batch_size=self.batch_size, device=self.device, **params)
+        subset._check_params(len(self.anchor_images_))
+        subset.device_ = self.device_
+        keep = subset.select_anchors(len(self.anchor_images_))
+        subset.anchor_indices_ = self.anchor_indices_[keep]
+        subset.anchor_images_ = self.anchor_images_[keep]
+        subset._set_anchor_embeddings(self.anchor_embeddings_[torch.from_numpy(keep).to(self.device_)])
+        return subset
+
+    # ---- scoring --------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "index_"):
+            raise NotFittedError("this Detector is not fitted yet: call fit(normal_images) or Detector.load(run_dir)")
+
+    @property
+    def input_spec(self) -> tuple[int, tuple[int, int]]:
+        return self.model.in_channels, tuple(self.model.input_size)
+
+    @torch.no_grad()
+    def embed(self, images) -> torch.Tensor:
+        """Embeddings ``(N, D)`` (float32, on the detector's device) of a uint8 or [0, 1] float batch."""
+        channels, size = self.input_spec
+        device = getattr(self, "device_", None) or default_device()
+        x = to_model_input(images, channels, size)
+        out = [self.model(x[i:i + self.batch_size].to(device)) for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.model.embedding_dim, device=device)
+
+    def score_embeddings(self, embeddings: torch.Tensor) -> np.ndarray:
+        self._check_fitted()
+        dist, _ = self.index_.search(embeddings, self.k)
+        return dist.mean(1).cpu().numpy()
+
+    def score_samples(self, images) -> np.ndarray:
+        """Anomaly score of each image: mean euclidean distance to its k nearest anchors (higher = more anomalous)."""
+        self._check_fitted()
+        return self.score_embeddings(self.embed(images))
+
+    def decision_function(self, images) -> np.ndarray:
+        """``score_samples - offset_``: positive means anomalous."""
+        return self.score_samples(images) - self.offset_
+
+    def predict(self, images) -> np.ndarray:
+        """1 for an anomaly, 0 for a normal image."""
+        return (self.decision_function(images) > 0).astype(np.int64)
+
+    def set_threshold(self, threshold: float) -> "Detector":
+        """Use an explicit score threshold (scores above it are anomalies)."""
+        self._check_fitted()
+        self.offset_ = float(threshold)
+        return self
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+    def get_params(self) -> dict:
+        return {"k": self.k, "n_anchors": self.n_anchors, "anchor_sampling": self.anchor_sampling,
+                "contamination": self.contamination, "random_state": self.random_state}
+
+    def save(self, directory: str | os.PathLike, extra_config: dict | None = None) -> Path:
+        """Write ``config.json``, ``weights.safetensors`` and ``anchors.safetensors`` (each file atomically)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = dict(extra_config or {})
+        config["model"] = self.model.metricad_config
+        config["detector"] = {**self.get_params(), "offset": self.offset_}
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        anchors = {"embeddings": self.anchor_embeddings_.cpu().contiguous(),
+                   "images": torch.from_numpy(np.ascontiguousarray(self.anchor_images_)),
+                   "indices": torch.from_numpy(self.anchor_indices_.astype(np.int64))}
+        _atomic(directory / WEIGHTS_FILE, lambda p: save_file(weights, p))
+        _atomic(directory / ANCHORS_FILE, lambda p: save_file(anchors, p))
+        _atomic(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device=None, **overrides) -> "Detector":
+        """Rebuild a saved detector from its files alone (safetensors + JSON: nothing is unpickled).
+
+        ``overrides`` (``k``, ``n_anchors``, ``anchor_sampling``, ``random_state``) re-select anchors from the
+        saved ones; the threshold is then recomputed.
+        """
+        directory = Path(directory)
+        config = read_config(directory)
+        model = build_model_from_config(config, directory)
+        params = {k: v for k, v in config["detector"].items() if k != "offset"}
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        detector = cls(model, device=device, **params)
+        detector.device_ = torch.device(device) if device is not None else default_device()
+        model.to(detector.device_).eval()
+        anchors = _load_safetensors(directory / ANCHORS_FILE)
+        for key in ("embeddings", "images", "indices"):
+            if key not in anchors:
+                raise ValueError(f"{directory / ANCHORS_FILE}: missing tensor {key!r}")
+        embeddings, images = anchors["embeddings"], anchors["images"].numpy()
+        if embeddings.ndim != 2 or embeddings.shape[1] != model.embedding_dim or len(embeddings) != len(images):
+            raise ValueError(f"{directory / ANCHORS_FILE}: anchors of shape {tuple(embeddings.shape)} do not fit "
+                             f"the model's {model.embedding_dim}-d embedding and {len(images)} anchor images")
+        detector._check_params(len(images))
+        detector.anchor_indices_, detector.anchor_images_ = anchors["indices"].numpy(), images
+        detector._set_anchor_embeddings(embeddings)
+        if any(overrides.get(k) is not None for k in ("n_anchors", "anchor_sampling", "random_state")):
+            return detector.subset_anchors()  # recomputes the threshold for the chosen anchors
+        if overrides.get("k") is None:
+            detector.offset_ = float(config["detector"]["offset"])  # keeps a threshold set by set_threshold()
+        return detector
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_safetensors(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the run directory")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def read_config(directory: Path) -> dict:
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such run directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (is {directory} a metricad run directory?)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    for key in ("model", "detector"):
+        if key not in config:
+            raise ValueError(f"{path}: missing the {key!r} section")
+    return config
+
+
+def build_model_from_config(config: dict, directory: Path) -> nn.Module:
+    model = create_model(config["model"]["name"], **config["model"].get("kwargs", {}))
+    state = _load_safetensors(directory / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{directory / WEIGHTS_FILE}: weights do not match model "
+                         f"{config['model']['name']!r}: {exc}") from exc
+    return model.eval()

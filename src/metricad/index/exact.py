@@ -1,0 +1,58 @@
+"""Exact k-NN in torch: squared distances by one matrix multiply, float32, on the anchors' device.
+
+Torch rather than faiss by default: it is already a dependency, runs on CUDA when present and is exact; for a
+few thousand anchors one matmul is all a query batch costs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _as_2d_float(x, name: str, device=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.float32)
+
+
+class ExactIndex:
+    """``add(vectors)`` then ``search(queries, k) -> (distances, indices)``; distances are euclidean."""
+
+    def __init__(self, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else None
+        self._vectors: torch.Tensor | None = None
+        self._sq_norms: torch.Tensor | None = None
+
+    @property
+    def ntotal(self) -> int:
+        return 0 if self._vectors is None else len(self._vectors)
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        if self._vectors is None:
+            raise RuntimeError("the index is empty: add() vectors first")
+        return self._vectors
+
+    def add(self, vectors) -> None:
+        vectors = _as_2d_float(vectors, "vectors", self.device)
+        if self._vectors is not None:
+            if vectors.shape[1] != self._vectors.shape[1]:
+                raise ValueError(f"vectors have dim {vectors.shape[1]}, the index holds dim {self._vectors.shape[1]}")
+            vectors = torch.cat([self._vectors, vectors])
+        self._vectors = vectors
+        self._sq_norms = vectors.pow(2).sum(1)
+
+    @torch.no_grad()
+    def search(self, queries, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        anchors = self.vectors
+        queries = _as_2d_float(queries, "queries", anchors.device)
+        if queries.shape[1] != anchors.shape[1]:
+            raise ValueError(f"queries have dim {queries.shape[1]}, the index holds dim {anchors.shape[1]}")
+        if not 1 <= k <= len(anchors):
+            raise ValueError(f"k must be between 1 and the number of anchors ({len(anchors)}), got {k}")
+        sq = torch.addmm(self._sq_norms.unsqueeze(0), queries, anchors.T, alpha=-2.0)
+        sq.add_(queries.pow(2).sum(1, keepdim=True))
+        sq_dist, idx = torch.topk(sq, k, dim=1, largest=False)
+        return sq_dist.clamp_(min=0.0).sqrt_(), idx

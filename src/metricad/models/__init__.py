@@ -1,0 +1,8 @@
+"""Embedding models behind a registry. Importing this package registers the built-in models."""
+
+from metricad.models import compact_cnn, seed_mobilenetv2  # noqa: F401  (registration side effect)
+from metricad.models.registry import create_model, list_models, register_model
+
+DEFAULT_MODEL = "compact-cnn"
+
+__all__ = ["DEFAULT_MODEL", "create_model", "list_models", "register_model"]

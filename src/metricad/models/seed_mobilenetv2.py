@@ -1,0 +1,39 @@
+"""The original network: MobileNetV2 from scratch on 28x28 grey images upsampled x3, global average pool, linear."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torchvision.models import mobilenet_v2
+
+from metricad.models.registry import register_model
+
+
+class SeedMobileNetV2(nn.Module):
+    def __init__(self, embedding_dim: int = 128, in_channels: int = 1, upsample: int = 3,
+                 input_size: tuple[int, int] = (28, 28)):
+        super().__init__()
+        self.embedding_dim, self.in_channels, self.input_size = embedding_dim, in_channels, tuple(input_size)
+        self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest")  # Keras UpSampling2D is nearest
+        backbone = mobilenet_v2(weights=None)
+        stem = backbone.features[0][0]
+        # The original built MobileNetV2 on a 1-channel input tensor, so its first conv sees 1 channel.
+        backbone.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                            stem.padding, bias=False)
+        self.features = backbone.features
+        self.head = nn.Linear(backbone.last_channel, embedding_dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``(N, 1280, 3, 3)`` (used by heat-map explanations)."""
+        return self.features(self.upsample(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model("seed-mobilenetv2")
+def seed_mobilenetv2(**kwargs) -> SeedMobileNetV2:
+    return SeedMobileNetV2(**kwargs)

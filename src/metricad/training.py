@@ -1,0 +1,129 @@
+"""Training the embedding: one readable loop, configured by a dataclass, with named presets."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from metricad.losses import build_loss
+from metricad.models import DEFAULT_MODEL, create_model
+from metricad.preprocessing import to_model_input
+
+
+@dataclass
+class TrainConfig:
+    model: str = DEFAULT_MODEL
+    model_kwargs: dict = field(default_factory=dict)
+    loss: str = "seed"
+    labels: str = "fine"
+    margin: float = 0.2
+    epochs: int = 6
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_milestones: list = field(default_factory=lambda: [4])  # epochs at which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+PRESETS = {
+    # metricad's CPU default (see BENCHMARKS.md for how it was chosen).
+    "default": TrainConfig(),
+    # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
+    # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
+    "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
+                        optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1),
+}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+
+
+def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
+                    log_path: Path | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs.
+
+    Batches are drawn from a seeded permutation each epoch; the last incomplete batch is dropped, as in the
+    original, so every batch has the same size.
+    """
+    if config.epochs < 1 or config.batch_size < 2:
+        raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {config.epochs} and {config.batch_size}")
+    if len(images) < config.batch_size:
+        raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
+    seed_everything(config.seed)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_model(config.model, **config.model_kwargs).to(device)
+    x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    criterion = build_loss(config.loss, int(y_all.max()) + 1, model.embedding_dim, config.margin).to(device)
+    optimizer = _make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps = len(x_all) // config.batch_size
+    history = []
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(x_all), generator=generator)
+        loss_sum, start = 0.0, time.perf_counter()
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
+                   mininterval=1.0)
+        for step in bar:
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            loss = criterion(model(x_all[idx].to(device)), y_all[idx].to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
+                                         "lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            if progress and step % 20 == 19:
+                rate = (step + 1) * config.batch_size / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", img_s=f"{rate:.0f}", refresh=False)
+        scheduler.step()
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": seconds,
+                  "images_per_second": steps * config.batch_size / seconds, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(record)
+        if progress:
+            tqdm.write(f"epoch {record['epoch']}/{config.epochs}  loss {record['loss']:.4f}  "
+                       f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
+        if log_path is not None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+    return model.eval(), history

@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metricad.cli import main
+from metricad.data import fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, fake_fashion_dir):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    code = main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "2",
+                 "--batch-size", "32", "--device", "cpu"])
+    assert code == 0
+    return run
+
+
+def test_train_writes_a_self_describing_run(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "weights.safetensors", "anchors.safetensors", "train.log"} <= names
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["data"]["normal"] == 7 and config["data"]["anomaly"] == 9
+    assert config["training"]["epochs"] == 2 and config["model"]["name"] == "compact-cnn"
+    assert len((trained_run / "train.log").read_text().splitlines()) == 2
+    assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, capsys):
+    assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert f"AUC {metrics['auc']:.4f}" in out
+    assert metrics["n_anchors"] == 20 and metrics["k"] == 2
+    assert metrics["auc"] > 0.9  # the synthetic classes are trivially separable
+
+
+def test_score_png_and_npy(trained_run, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    batch = rng.integers(0, 255, size=(3, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "batch.npy", batch)
+    Image.fromarray(batch[0]).save(tmp_path / "a.png")
+    Image.fromarray(batch[1]).convert("RGB").resize((56, 56)).save(tmp_path / "b.jpg")  # colour, other size
+    assert main(["score", str(trained_run), str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "path,score" and lines[1].startswith(str(tmp_path / "a.png") + ",")
+    assert main(["score", str(trained_run), str(tmp_path / "batch.npy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[3].startswith(str(tmp_path / "batch.npy") + "[2],")
+    # The PNG holds the same pixels as row 0 of the batch: same score.
+    assert main(["score", str(trained_run), str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split(",")[1] == lines[1].split(",")[1]
+
+
+def test_score_bad_input_is_a_clear_error(trained_run, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["score", str(trained_run), str(tmp_path / "broken.png")]) == 2
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+    assert main(["score", str(trained_run), str(tmp_path / "absent.png")]) == 2
+    assert "absent.png: no such file" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "broken.png")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_benchmark_writes_both_tables(trained_run, fake_fashion_dir, capsys):
+    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "40,10",
+                 "--batch-sizes", "1,20"]) == 0
+    rows = json.loads((trained_run / "benchmark.json").read_text())
+    assert [(r["batch_size"], r["anchors"]) for r in rows] == [(1, 40), (1, 10), (20, 40), (20, 10)]
+    assert set(rows[0]) == {"runtime", "model", "anchors", "batch_size", "seconds_total", "auc", "ms_per_image"}
+    assert all(r["ms_per_image"] == pytest.approx(1000 * r["seconds_total"] / 40) for r in rows)
+    out = capsys.readouterr().out
+    assert "Batch size 1 " in out and "Batch size 20 " in out
+    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "41"]) == 2
+
+
+def test_reproduce_end_to_end(tmp_path, fake_fashion_dir, capsys):
+    run = tmp_path / "repro"
+    assert main(["reproduce", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "1",
+                 "--batch-size", "32", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "AUC sneaker (normal) vs ankle boot (anomaly)" in out
+    assert {"figure.png", "metrics.json", "benchmark.json", "benchmark.md"} <= {p.name for p in run.iterdir()}
+    assert main(["reproduce", "--out", str(run), "--data-dir", str(fake_fashion_dir)]) == 2  # never clobbers
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_missing_data_tells_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "none")
+    monkeypatch.setattr(fashion_mnist, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(fashion_mnist, "_download", lambda d: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.delenv("METRICAD_DATA", raising=False)
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install dataset-fashion-mnist" in err and not (tmp_path / "run").exists()
+
+
+def test_runs_as_a_program():
+    result = subprocess.run([sys.executable, "-m", "metricad.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "reproduce" in result.stdout

@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metricad import Detector, NotFittedError
+from metricad.models import create_model
+
+
+@pytest.fixture
+def normal_and_anomalous():
+    rng = np.random.default_rng(0)
+    normal = rng.integers(0, 60, size=(120, 28, 28)).astype(np.uint8)
+    anomalous = normal[:30].copy()
+    anomalous[:, 8:20, 8:20] = 255  # a bright defect
+    return normal, anomalous
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return create_model("compact-cnn", widths=(8, 8, 8), embedding_dim=16)
+
+
+def test_scores_anomalies_higher_and_signs_agree(model, normal_and_anomalous):
+    normal, anomalous = normal_and_anomalous
+    det = Detector(model, device="cpu").fit(normal[:100])
+    held_out, bad = det.score_samples(normal[100:]), det.score_samples(anomalous)
+    assert bad.mean() > held_out.mean()
+    np.testing.assert_allclose(det.decision_function(anomalous), bad - det.offset_, rtol=1e-6)
+    np.testing.assert_array_equal(det.predict(anomalous), (bad > det.offset_).astype(int))
+    # An anchor's own score is 0 (it is its own nearest neighbour).
+    np.testing.assert_allclose(det.score_samples(normal[:5]), 0.0, atol=1e-3)
+
+
+def test_k_is_mean_of_k_nearest_distances(model, normal_and_anomalous):
+    normal, anomalous = normal_and_anomalous
+    det = Detector(model, k=3, device="cpu").fit(normal)
+    emb_anchor, emb_query = det.embed(normal).numpy(), det.embed(anomalous).numpy()
+    d = np.sqrt(((emb_query[:, None] - emb_anchor[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(det.score_samples(anomalous), np.sort(d, 1)[:, :3].mean(1), rtol=1e-4, atol=1e-4)
+
+
+def test_offset_is_leave_one_out_quantile(model, normal_and_anomalous):
+    normal, _ = normal_and_anomalous
+    det = Detector(model, contamination=0.1, device="cpu").fit(normal)
+    emb = det.embed(normal).numpy().astype(np.float64)
+    d = np.sqrt(((emb[:, None] - emb[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert det.offset_ == pytest.approx(np.quantile(d.min(1), 0.9), rel=1e-3)
+
+
+def test_anchor_selection_first_and_seeded_random(model, normal_and_anomalous):
+    normal, _ = normal_and_anomalous
+    first = Detector(model, n_anchors=10, device="cpu").fit(normal)
+    np.testing.assert_array_equal(first.anchor_indices_, np.arange(10))
+    r1 = Detector(model, n_anchors=10, anchor_sampling="random", random_state=3, device="cpu").fit(normal)
+    r2 = Detector(model, n_anchors=10, anchor_sampling="random", random_state=3, device="cpu").fit(normal)
+    np.testing.assert_array_equal(r1.anchor_indices_, r2.anchor_indices_)
+    assert not np.array_equal(r1.anchor_indices_, np.arange(10))
+    assert r1.index_.ntotal == 10
+
+
+def test_not_fitted_and_bad_parameters(model, normal_and_anomalous):
+    normal, _ = normal_and_anomalous
+    with pytest.raises(NotFittedError):
+        Detector(model).score_samples(normal)
+    for bad in ({"k": 0}, {"n_anchors": 1000}, {"anchor_sampling": "best"}, {"contamination": 0.7}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Detector(model, device="cpu", **bad).fit(normal)
+    det = Detector(model, device="cpu").fit(normal)
+    with pytest.raises(ValueError, match="channel"):
+        det.score_samples(np.zeros((2, 3, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        det.score_samples(np.full((2, 28, 28), 7.0, np.float32))
+
+
+def test_save_load_round_trip(tmp_path, model, normal_and_anomalous):
+    normal, anomalous = normal_and_anomalous
+    det = Detector(model, k=2, device="cpu").fit(normal).set_threshold(1.25)
+    det.save(tmp_path / "run")
+    loaded = Detector.load(tmp_path / "run", device="cpu")
+    np.testing.assert_allclose(loaded.score_samples(anomalous), det.score_samples(anomalous), rtol=1e-6)
+    assert loaded.offset_ == 1.25 and loaded.k == 2
+    subset = Detector.load(tmp_path / "run", device="cpu", n_anchors=50)
+    assert subset.index_.ntotal == 50 and subset.offset_ != 1.25
+    assert not list(tmp_path.glob("run/.*tmp*"))  # no temporary files left
+
+
+def test_load_rejects_broken_runs(tmp_path, model, normal_and_anomalous):
+    normal, _ = normal_and_anomalous
+    run = Detector(model, device="cpu").fit(normal).save(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no such run directory"):
+        Detector.load(tmp_path / "missing")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["kwargs"]["embedding_dim"] = 32
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights.safetensors: weights do not match"):
+        Detector.load(run)
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        Detector.load(run)
+    (run / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json: missing"):
+        Detector.load(run)
+
+
+def test_load_rejects_corrupt_weights(tmp_path, model, normal_and_anomalous):
+    normal, _ = normal_and_anomalous
+    run = Detector(model, device="cpu").fit(normal).save(tmp_path / "run")
+    (run / "anchors.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="anchors.safetensors: not a readable safetensors"):
+        Detector.load(run)
+    (run / "weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="weights.safetensors: missing"):
+        Detector.load(run)

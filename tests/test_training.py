@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from metricad import training
+from metricad.training import PRESETS, TrainConfig, train_embedding
+from tests.conftest import synthetic_images
+
+
+@pytest.fixture
+def tiny_data():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 32)
+    return synthetic_images(labels, rng), labels
+
+
+def test_same_seed_same_weights(tiny_data):
+    images, labels = tiny_data
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4), "embedding_dim": 8}, epochs=2, batch_size=32, seed=5)
+    a, history = train_embedding(config, images, labels, device="cpu", progress=False)
+    b, _ = train_embedding(config, images, labels, device="cpu", progress=False)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tiny_data, monkeypatch):
+    images, labels = tiny_data
+
+    class ExplodingLoss(torch.nn.Module):
+        def forward(self, embeddings, labels):
+            return embeddings.sum() * float("nan")
+
+    monkeypatch.setattr(training, "build_loss", lambda *args: ExplodingLoss())
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4)}, epochs=1, batch_size=32)
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1, step 1"):
+        train_embedding(config, images, labels, device="cpu", progress=False)
+
+
+def test_seed_preset_is_the_original_recipe():
+    seed = PRESETS["seed"]
+    assert (seed.model, seed.loss, seed.labels, seed.margin) == ("seed-mobilenetv2", "seed", "binary", 0.2)
+    assert (seed.optimizer, seed.lr, seed.momentum, seed.epochs, seed.batch_size) == ("sgd", 1e-3, 0.9, 50, 128)
+    assert (seed.lr_milestones, seed.lr_gamma) == ([25, 45], 0.1)
+
+
+def test_config_rejects_unknown_options():
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"epochz": 3})
