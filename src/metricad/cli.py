@@ -1,4 +1,4 @@
-"""The ``metricad`` command line: train, evaluate, score, benchmark, reproduce."""
+"""The ``metricad`` command line: train, evaluate, score, benchmark, export, reproduce."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.detector import Detector, read_config
 from metricad.losses import LOSSES
 from metricad.models import list_models
+from metricad.runtime import RUNTIMES
 from metricad.training import PRESETS
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
@@ -25,6 +26,14 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _runtime_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in RUNTIMES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"runtimes must be among {', '.join(RUNTIMES)}, got {text!r}")
     return values
 
 
@@ -68,11 +77,11 @@ def cmd_train(args) -> None:
     print(_train(args))
 
 
-def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None):
+def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch"):
     from metricad.evaluation import evaluate
     from metricad.runs import run_split, update_json
 
-    detector = Detector.load(run, device=device, n_anchors=n_anchors, k=k)
+    detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k)
     split = run_split(run, data_dir)
     metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
     update_json(run / "metrics.json", metrics)
@@ -80,13 +89,13 @@ def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None):
 
 
 def cmd_evaluate(args) -> None:
-    _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device)
+    _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device, args.runtime)
     print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
           f"{metrics['n_anchors']} anchors, k={metrics['k']})")
 
 
 def cmd_score(args) -> None:
-    detector = Detector.load(args.run, device=args.device)
+    detector = Detector.load(args.run, device=args.device, runtime=args.runtime)
     channels, size = detector.input_spec
     names, images = load_images(args.files, size, channels)
     scores = detector.score_samples(images)
@@ -95,24 +104,26 @@ def cmd_score(args) -> None:
         print(f"{name},{score:.6f}")
 
 
-def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None) -> str:
+def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None, runtimes=("torch",)) -> str:
     from metricad.evaluation import benchmark, benchmark_markdown
     from metricad.runs import run_split
 
-    detector = Detector.load(run, device=device)
     split = run_split(run, data_dir)
-    available = len(detector.anchor_images_)
-    too_many = [n for n in anchor_counts if n > available]
-    if too_many:
-        raise ValueError(f"--anchors {too_many} exceed the {available} anchors stored in {run}")
     model_name = read_config(run)["model"]["name"]
 
     def show(row):
-        print(f"  batch {row['batch_size']:>4}  anchors {row['anchors']:>5}  AUC {row['auc']:.4f}  "
-              f"{row['ms_per_image']:.3f} ms/image", file=sys.stderr)
+        print(f"  {row['runtime']:>5}  batch {row['batch_size']:>4}  anchors {row['anchors']:>5}  "
+              f"AUC {row['auc']:.4f}  {row['ms_per_image']:.3f} ms/image", file=sys.stderr)
 
-    rows = benchmark(detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes, model_name,
-                     progress=show)
+    rows = []
+    for runtime in runtimes:
+        detector = Detector.load(run, device=device, runtime=runtime)
+        available = len(detector.anchor_images_)
+        too_many = [n for n in anchor_counts if n > available]
+        if too_many:
+            raise ValueError(f"--anchors {too_many} exceed the {available} anchors stored in {run}")
+        rows += benchmark(detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes, model_name,
+                          runtime=runtime, progress=show)
     markdown = benchmark_markdown(rows, len(split.test_images))
     (run / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
     (run / "benchmark.md").write_text(markdown)
@@ -120,7 +131,18 @@ def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None
 
 
 def cmd_benchmark(args) -> None:
-    print(_benchmark(Path(args.run), args.anchors, args.batch_sizes, args.data_dir, args.device))
+    print(_benchmark(Path(args.run), args.anchors, args.batch_sizes, args.data_dir, args.device, args.runtime))
+
+
+def cmd_export(args) -> None:
+    from metricad.runtime import export_onnx
+
+    detector = Detector.load(args.run, device="cpu")
+    out = Path(args.out) if args.out else Path(args.run) / "model.onnx"
+    export_onnx(detector.model, out)
+    channels, (height, width) = detector.input_spec
+    print(f"{out}: input 'images' float32 (N, {channels}, {height}, {width}) in [0, 1], "
+          f"output 'embeddings' (N, {detector.model.embedding_dim})")
 
 
 def cmd_reproduce(args) -> None:
@@ -130,7 +152,7 @@ def cmd_reproduce(args) -> None:
     run = _train(args)
     _, split, metrics, scores = _evaluate(run, args.data_dir, device=args.device)
     anchor_counts = [n for n in ORIGINAL_ANCHOR_COUNTS if n <= len(split.anchor_images)]
-    markdown = _benchmark(run, anchor_counts, [1, 20], args.data_dir, args.device)
+    markdown = _benchmark(run, anchor_counts, [1, 20], args.data_dir, args.device, RUNTIMES)
     plot_extremes(split.test_images, split.test_is_anomaly, scores, run / "figure.png")
     config = read_config(run)
     print(markdown)
@@ -157,21 +179,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="score = mean distance to the k nearest anchors")
     p.add_argument("--data-dir")
     p.add_argument("--device")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score")
     p.add_argument("run")
     p.add_argument("files", nargs="+")
     p.add_argument("--device")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
     p.add_argument("run")
     p.add_argument("--anchors", type=_int_list, default=ORIGINAL_ANCHOR_COUNTS)
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 20])
+    p.add_argument("--runtime", type=_runtime_list, default=["torch"], help="comma-separated: torch,onnx")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("export", help="export the run's embedding model (ONNX) for deployment")
+    p.add_argument("run")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", help="output file (default RUN/model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
     p.add_argument("--out", required=True)

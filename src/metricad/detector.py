@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from metricad.index import ExactIndex
 from metricad.models import create_model
 from metricad.preprocessing import to_model_input
+from metricad.runtime import make_embedder
 
 CONFIG_FILE, WEIGHTS_FILE, ANCHORS_FILE = "config.json", "weights.safetensors", "anchors.safetensors"
 
@@ -44,11 +45,14 @@ class Detector:
     contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
         ``1 - contamination`` quantile of the anchors' leave-one-out scores (each anchor scored against the others).
     random_state, batch_size, device : seed of the random subset; embedding batch size; torch device (CUDA if any).
+    runtime : ``"torch"`` runs the model itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster on CPU).
     """
 
     def __init__(self, model: nn.Module, k: int = 1, n_anchors: int | None = None, anchor_sampling: str = "first",
-                 contamination: float = 0.01, random_state: int = 0, batch_size: int = 512, device=None):
+                 contamination: float = 0.01, random_state: int = 0, batch_size: int = 512, device=None,
+                 runtime: str = "torch"):
         self.model = model
+        self.runtime = runtime
         self.k = k
         self.n_anchors = n_anchors
         self.anchor_sampling = anchor_sampling
@@ -79,12 +83,15 @@ class Detector:
         """Embed the normal images (all, or the selected subset) and memorise them as anchors."""
         normal_images = np.asarray(normal_images)
         self._check_params(len(normal_images))
-        self.device_ = torch.device(self.device) if self.device is not None else default_device()
-        self.model.to(self.device_).eval()
+        self._init_embedder()
         self.anchor_indices_ = self.select_anchors(len(normal_images))
         self.anchor_images_ = normal_images[self.anchor_indices_]
         self._set_anchor_embeddings(self.embed(self.anchor_images_))
         return self
+
+    def _init_embedder(self) -> None:
+        self.device_ = torch.device(self.device) if self.device is not None else default_device()
+        self.embedder_ = make_embedder(self.runtime, self.model, self.device_)
 
     def _set_anchor_embeddings(self, embeddings: torch.Tensor) -> None:
         self.anchor_embeddings_ = embeddings.to(self.device_)
@@ -107,9 +114,9 @@ class Detector:
         params = self.get_params()
         params.update({k: v for k, v in (("n_anchors", n_anchors), ("anchor_sampling", anchor_sampling),
                                          ("random_state", random_state)) if v is not None})
-        subset = Detector(self.model, batch_size=self.batch_size, device=self.device, **params)
+        subset = Detector(self.model, batch_size=self.batch_size, device=self.device, runtime=self.runtime, **params)
         subset._check_params(len(self.anchor_images_))
-        subset.device_ = self.device_
+        subset.device_, subset.embedder_ = self.device_, self.embedder_
         keep = subset.select_anchors(len(self.anchor_images_))
         subset.anchor_indices_ = self.anchor_indices_[keep]
         subset.anchor_images_ = self.anchor_images_[keep]
@@ -125,14 +132,14 @@ class Detector:
     def input_spec(self) -> tuple[int, tuple[int, int]]:
         return self.model.in_channels, tuple(self.model.input_size)
 
-    @torch.no_grad()
     def embed(self, images) -> torch.Tensor:
-        """Embeddings ``(N, D)`` (float32, on the detector's device) of a uint8 or [0, 1] float batch."""
+        """Embeddings ``(N, D)`` (float32) of a uint8 or [0, 1] float batch, by the detector's runtime."""
+        if not hasattr(self, "embedder_"):
+            raise NotFittedError("this Detector is not fitted yet: call fit(normal_images) or Detector.load(run_dir)")
         channels, size = self.input_spec
-        device = getattr(self, "device_", None) or default_device()
         x = to_model_input(images, channels, size)
-        out = [self.model(x[i:i + self.batch_size].to(device)) for i in range(0, len(x), self.batch_size)]
-        return torch.cat(out) if out else torch.empty(0, self.model.embedding_dim, device=device)
+        out = [self.embedder_(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.model.embedding_dim)
 
     def score_embeddings(self, embeddings: torch.Tensor) -> np.ndarray:
         self._check_fitted()
@@ -181,7 +188,7 @@ class Detector:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device=None, **overrides) -> "Detector":
+    def load(cls, directory: str | os.PathLike, device=None, runtime: str = "torch", **overrides) -> "Detector":
         """Rebuild a saved detector from its files alone (safetensors + JSON: nothing is unpickled).
 
         ``overrides`` (``k``, ``n_anchors``, ``anchor_sampling``, ``random_state``) re-select anchors from the
@@ -192,9 +199,8 @@ class Detector:
         model = build_model_from_config(config, directory)
         params = {k: v for k, v in config["detector"].items() if k != "offset"}
         params.update({k: v for k, v in overrides.items() if v is not None})
-        detector = cls(model, device=device, **params)
-        detector.device_ = torch.device(device) if device is not None else default_device()
-        model.to(detector.device_).eval()
+        detector = cls(model, device=device, runtime=runtime, **params)
+        detector._init_embedder()
         anchors = _load_safetensors(directory / ANCHORS_FILE)
         for key in ("embeddings", "images", "indices"):
             if key not in anchors:

@@ -1,0 +1,51 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from metricad import Detector
+from metricad.cli import main
+from metricad.models import create_model
+from metricad.runtime import export_onnx
+
+# float32 models in two runtimes differ by accumulation order only.
+SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-5
+
+
+@pytest.mark.parametrize("name", ["compact-cnn", "seed-mobilenetv2"])
+def test_onnx_scores_agree_with_torch(name):
+    torch.manual_seed(0)
+    model = create_model(name, embedding_dim=16)
+    rng = np.random.default_rng(0)
+    normal = rng.integers(0, 255, size=(64, 28, 28)).astype(np.uint8)
+    queries = rng.integers(0, 255, size=(23, 28, 28)).astype(np.uint8)
+    torch_det = Detector(model, k=2, device="cpu").fit(normal)
+    onnx_det = Detector(model, k=2, device="cpu", runtime="onnx").fit(normal)
+    np.testing.assert_allclose(onnx_det.score_samples(queries), torch_det.score_samples(queries),
+                               rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    assert onnx_det.offset_ == pytest.approx(torch_det.offset_, rel=SCORE_RTOL)
+
+
+def test_exported_file_runs_on_its_own(tmp_path):
+    model = create_model("compact-cnn", embedding_dim=8).eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    (out,) = session.run(None, {"images": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_cli_export_and_onnx_scoring(tmp_path, fake_fashion_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "1",
+                 "--batch-size", "32", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 0
+    assert "model.onnx: input 'images'" in capsys.readouterr().out and (run / "model.onnx").is_file()
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 255, (4, 28, 28)).astype(np.uint8))
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["score", str(run), str(tmp_path / "x.npy"), "--runtime", runtime]) == 0
+        scores[runtime] = [float(line.split(",")[1]) for line in capsys.readouterr().out.splitlines()[1:]]
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], rtol=SCORE_RTOL, atol=SCORE_ATOL)
