@@ -35,3 +35,28 @@ def test_exact_index_rejects_bad_input():
         index.search(np.zeros((1, 4), np.float32), k=4)
     with pytest.raises(ValueError, match="2-D"):
         index.add(np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("name", ["faiss-flat", "faiss-ivf", "faiss-hnsw"])
+def test_faiss_indexes_against_numpy(name):
+    pytest.importorskip("faiss")
+    from metricad.index import make_index
+
+    rng = np.random.default_rng(1)
+    # Clustered like real embeddings (uniform noise in 32-d has no structure for IVF or HNSW to use).
+    centres = rng.normal(size=(40, 32))
+    anchors = (centres[rng.integers(0, 40, 4000)] + 0.3 * rng.normal(size=(4000, 32))).astype(np.float32)
+    queries = (centres[rng.integers(0, 40, 200)] + 0.3 * rng.normal(size=(200, 32))).astype(np.float32)
+    index = make_index(name)
+    index.add(anchors)
+    dist, idx = index.search(queries, 5)
+    ref_dist, ref_idx = numpy_knn(anchors, queries, 5)
+    recall_at_1 = np.mean(idx.numpy()[:, 0] == ref_idx[:, 0])
+    if name == "faiss-flat":
+        np.testing.assert_array_equal(idx.numpy(), ref_idx)
+        np.testing.assert_allclose(dist.numpy(), ref_dist, rtol=1e-4, atol=1e-4)
+    else:
+        assert recall_at_1 >= 0.9, f"{name}: recall@1 {recall_at_1:.3f}"
+        # Whatever it returns, the distances it reports are the true distances of those anchors.
+        true = np.sqrt(((queries[:, None] - anchors[idx.numpy()]) ** 2).sum(-1))
+        np.testing.assert_allclose(dist.numpy(), true, rtol=1e-4, atol=1e-4)

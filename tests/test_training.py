@@ -47,3 +47,15 @@ def test_seed_preset_is_the_original_recipe():
 def test_config_rejects_unknown_options():
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_random_shift_translates_each_image():
+    x = torch.zeros(3, 1, 6, 6)
+    x[:, 0, 2, 3] = 1.0  # one bright pixel
+    gen = torch.Generator().manual_seed(0)
+    shifted = training.random_shift(x, 2, gen)
+    assert shifted.shape == x.shape
+    for img in shifted[:, 0]:
+        (r, c), = torch.nonzero(img).tolist()
+        assert abs(r - 2) <= 2 and abs(c - 3) <= 2 and img.sum() == 1.0
+    assert training.random_shift(x, 0, gen) is x

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from metricad.index import ExactIndex
+from metricad.index import make_index
 from metricad.models import create_model
 from metricad.preprocessing import to_model_input
 from metricad.runtime import make_embedder
@@ -46,13 +46,15 @@ class Detector:
         ``1 - contamination`` quantile of the anchors' leave-one-out scores (each anchor scored against the others).
     random_state, batch_size, device : seed of the random subset; embedding batch size; torch device (CUDA if any).
     runtime : ``"torch"`` runs the model itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster on CPU).
+    index : k-NN index, ``"exact"`` (torch) or ``"faiss-flat"``, ``"faiss-ivf"``, ``"faiss-hnsw"`` for large banks.
     """
 
     def __init__(self, model: nn.Module, k: int = 1, n_anchors: int | None = None, anchor_sampling: str = "first",
                  contamination: float = 0.01, random_state: int = 0, batch_size: int = 512, device=None,
-                 runtime: str = "torch"):
+                 runtime: str = "torch", index: str = "exact"):
         self.model = model
         self.runtime = runtime
+        self.index = index
         self.k = k
         self.n_anchors = n_anchors
         self.anchor_sampling = anchor_sampling
@@ -95,7 +97,7 @@ class Detector:
 
     def _set_anchor_embeddings(self, embeddings: torch.Tensor) -> None:
         self.anchor_embeddings_ = embeddings.to(self.device_)
-        self.index_ = ExactIndex(self.device_)
+        self.index_ = make_index(self.index, self.device_)
         self.index_.add(self.anchor_embeddings_)
         if self.k >= self.index_.ntotal:
             raise ValueError(f"k={self.k} needs more than {self.k} anchors, got {self.index_.ntotal}")
@@ -168,7 +170,7 @@ class Detector:
     # ---- persistence ----------------------------------------------------------------------------------------
     def get_params(self) -> dict:
         return {"k": self.k, "n_anchors": self.n_anchors, "anchor_sampling": self.anchor_sampling,
-                "contamination": self.contamination, "random_state": self.random_state}
+                "contamination": self.contamination, "random_state": self.random_state, "index": self.index}
 
     def save(self, directory: str | os.PathLike, extra_config: dict | None = None) -> Path:
         """Write ``config.json``, ``weights.safetensors`` and ``anchors.safetensors`` (each file atomically)."""

@@ -22,10 +22,10 @@ from metricad.preprocessing import to_model_input
 class TrainConfig:
     model: str = DEFAULT_MODEL
     model_kwargs: dict = field(default_factory=dict)
-    loss: str = "seed"
+    loss: str = "cosface"
     labels: str = "fine"
     margin: float = 0.2
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_milestones: list = field(default_factory=lambda: [4])  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.1
+    shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -53,7 +54,7 @@ PRESETS = {
     # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
     # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
     "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
-                        optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1),
+                        optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1, shift=0),
 }
 
 
@@ -72,6 +73,16 @@ def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
@@ -104,7 +115,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                    mininterval=1.0)
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            loss = criterion(model(x_all[idx].to(device)), y_all[idx].to(device))
+            x = random_shift(x_all[idx], config.shift, generator)
+            loss = criterion(model(x.to(device)), y_all[idx].to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
                                          "lower the learning rate")

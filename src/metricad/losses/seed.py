@@ -13,8 +13,11 @@ import torch.nn as nn
 
 
 def _pair_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Difference form (not |a|^2 + |b|^2 - 2ab): exact zeros on the diagonal with exact zero gradients.
-    sq_dist = (embeddings.unsqueeze(0) - embeddings.unsqueeze(1)).pow(2).sum(-1)
+    # Gram form |a|^2 + |b|^2 - 2ab: one matmul instead of a B x B x D difference tensor. The diagonal is set to
+    # an exact zero (no gradient), as the difference form gives it.
+    sq_norms = embeddings.pow(2).sum(1)
+    sq_dist = (sq_norms.unsqueeze(0) + sq_norms.unsqueeze(1) - 2.0 * embeddings @ embeddings.T).clamp(min=0.0)
+    sq_dist = sq_dist.masked_fill(torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device), 0.0)
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
     return sq_dist[same], sq_dist[~same]
 

@@ -1,0 +1,78 @@
+"""End-to-end scoring speed: preprocessing + embedding + k-NN over the anchors, per model x runtime x batch size.
+
+    .venv/bin/python benchmarks/bench_inference.py [--anchors 6000] [--batch-sizes 1,20,256] [--repeats 5]
+
+Decoding is excluded (images are already uint8 arrays); weights are random (speed does not depend on them).
+Each cell scores the same test images in consecutive batches; the median over ``--repeats`` passes is reported,
+after one warm-up pass. Also prints each model's FLOPs per image (torch's flop counter) and the GFLOP/s reached.
+Prints markdown, then JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from metricad import Detector
+from metricad.models import create_model
+from metricad.runtime import RUNTIMES
+
+
+def flops_per_image(model) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, model.in_channels, *model.input_size))
+    return float(counter.get_total_flops())
+
+
+def time_pass(detector: Detector, images: np.ndarray, batch_size: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        detector.score_samples(images[i:i + batch_size])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="compact-cnn,seed-mobilenetv2")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES))
+    parser.add_argument("--anchors", type=int, default=6000)
+    parser.add_argument("--batch-sizes", default="1,20,256")
+    parser.add_argument("--images", type=int, default=512, help="test images scored per pass")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    anchors = rng.integers(0, 256, (args.anchors, 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 256, (args.images, 28, 28), dtype=np.uint8)
+    rows = []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = create_model(name)
+        flops = flops_per_image(model.eval())
+        for runtime in args.runtimes.split(","):
+            detector = Detector(model, device="cpu", runtime=runtime).fit(anchors)
+            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+                time_pass(detector, images[:max(batch_size, 32)], batch_size)  # warm-up
+                seconds = statistics.median(time_pass(detector, images, batch_size) for _ in range(args.repeats))
+                ms = 1000 * seconds / len(images)
+                rows.append({"model": name, "runtime": runtime, "batch_size": batch_size, "anchors": args.anchors,
+                             "ms_per_image": ms, "images_per_second": 1000 / ms, "mflops_per_image": flops / 1e6,
+                             "model_gflops_per_second": flops / 1e6 / ms})
+                print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(f"| model | runtime | batch | ms/image | images/s | MFLOP/image | GFLOP/s reached |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['ms_per_image']:.3f} | "
+              f"{r['images_per_second']:.0f} | {r['mflops_per_image']:.1f} | {r['model_gflops_per_second']:.1f} |")
+    print()
+    print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
