@@ -62,9 +62,10 @@ def benchmark(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray, an
 
 def benchmark_markdown(rows: list[dict], n_images: int) -> str:
     lines = []
-    for batch_size in sorted({r["batch_size"] for r in rows}):
-        sub = [r for r in rows if r["batch_size"] == batch_size]
-        lines += [f"Batch size {batch_size} ({sub[0]['model']}, {sub[0]['runtime']}):", "",
+    groups = dict.fromkeys((r["runtime"], r["batch_size"]) for r in rows)  # first-seen order
+    for runtime, batch_size in groups:
+        sub = [r for r in rows if (r["runtime"], r["batch_size"]) == (runtime, batch_size)]
+        lines += [f"Batch size {batch_size} ({sub[0]['model']}, {runtime} runtime):", "",
                   f"| anchors | seconds for {n_images} images | AUC | ms/image |", "|---:|---:|---:|---:|"]
         lines += [f"| {r['anchors']} | {r['seconds_total']:.2f} | {r['auc']:.4f} | {r['ms_per_image']:.3f} |"
                   for r in sub]

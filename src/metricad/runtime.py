@@ -60,6 +60,9 @@ class OnnxEmbedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Busy-waiting worker threads starve torch's k-NN matmul that runs right after on the same cores
+        # (measured: 4.4 -> 0.57 ms/image at batch 1 on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         if use_cuda is None:
             use_cuda = "CUDAExecutionProvider" in available and torch.cuda.is_available()

@@ -23,7 +23,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     model_kwargs: dict = field(default_factory=dict)
     loss: str = "cosface"
-    labels: str = "fine"
+    labels: str = "binary"
     margin: float = 0.2
     epochs: int = 5
     batch_size: int = 128
