@@ -36,6 +36,9 @@ def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, c
     assert f"AUC {metrics['auc']:.4f}" in out
     assert metrics["n_anchors"] == 20 and metrics["k"] == 2
     assert metrics["auc"] > 0.9  # the synthetic classes are trivially separable
+    assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20",
+                 "--anchor-sampling", "random", "--anchor-seed", "1"]) == 0
+    assert json.loads((trained_run / "metrics.json").read_text())["n_anchors"] == 20
 
 
 def test_score_png_and_npy(trained_run, tmp_path, capsys):

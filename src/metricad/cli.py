@@ -77,11 +77,13 @@ def cmd_train(args) -> None:
     print(_train(args))
 
 
-def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch"):
+def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch", anchor_sampling=None,
+              random_state=None):
     from metricad.evaluation import evaluate
     from metricad.runs import run_split, update_json
 
-    detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k)
+    detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k,
+                             anchor_sampling=anchor_sampling, random_state=random_state)
     split = run_split(run, data_dir)
     metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
     update_json(run / "metrics.json", metrics)
@@ -89,7 +91,8 @@ def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, run
 
 
 def cmd_evaluate(args) -> None:
-    _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device, args.runtime)
+    _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device, args.runtime,
+                                 args.anchor_sampling, args.anchor_seed)
     print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
           f"{metrics['n_anchors']} anchors, k={metrics['k']})")
 
@@ -195,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="ROC AUC on the run's test split; writes RUN/metrics.json")
     p.add_argument("run")
-    p.add_argument("--anchors", type=int, help="use the first N anchors")
+    p.add_argument("--anchors", type=int, help="use N of the stored anchors (the first N unless --anchor-sampling)")
+    p.add_argument("--anchor-sampling", choices=("first", "random"), help="which N anchors: first (default) or random")
+    p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
     p.add_argument("--k", type=int, help="score = mean distance to the k nearest anchors")
     p.add_argument("--data-dir")
     p.add_argument("--device")
