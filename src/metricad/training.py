@@ -67,7 +67,7 @@ def seed_everything(seed: int) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -102,7 +102,7 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once
     y_all = torch.as_tensor(labels, dtype=torch.long)
     criterion = build_loss(config.loss, int(y_all.max()) + 1, model.embedding_dim, config.margin).to(device)
-    optimizer = _make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))
+    optimizer = make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
     generator = torch.Generator().manual_seed(config.seed)
     steps = len(x_all) // config.batch_size
