@@ -2,7 +2,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from metricad.baselines import BASELINES, isolation_forest, pca_reconstruction, raw_pixel_knn
+from metricad.baselines import BASELINES, IsolationForestDetector, PCAReconstruction, RawPixelKNN
+
+
+def raw_pixel_knn(normal, test, k=1):
+    return RawPixelKNN(k).fit(normal).score_samples(test)
+
+
+def pca_reconstruction(normal, test):
+    return PCAReconstruction().fit(normal).score_samples(test)
+
+
+def isolation_forest(normal, test, seed):
+    return IsolationForestDetector(seed).fit(normal).score_samples(test)
 
 
 @pytest.fixture
@@ -18,7 +30,7 @@ def data():
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_baselines_score_anomalies_higher(name, data):
     normal, anomalous = data
-    scores = BASELINES[name](normal[:150], np.concatenate([normal[150:], anomalous]))
+    scores = BASELINES[name]().fit(normal[:150]).score_samples(np.concatenate([normal[150:], anomalous]))
     assert roc_auc_score(np.r_[np.zeros(50), np.ones(20)], scores) > 0.95
 
 

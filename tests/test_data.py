@@ -68,6 +68,9 @@ def test_split_follows_the_experiment(fake_fashion_dir):
     np.testing.assert_array_equal(split.training_labels("binary"), (split.train_classes == 7).astype(int))
     fine = split.training_labels("fine")
     assert sorted(set(fine.tolist())) == list(range(9))
+    assert set(split.train_classes[fine == split.normal_label("fine")]) == {7}
+    assert split.normal_label("fine") == 7 and make_split(train, test, 8, 3).normal_label("fine") == 7
+    assert split.normal_label("binary") == 1
     limited = make_split(train, test, normal=3, anomaly=0, limit=5)
     assert len(limited.train_images) == 45 and len(limited.anchor_images) == 5
     for bad, match in (({"normal": 11}, "--normal 11"), ({"anomaly": 7}, "must differ"), ({"limit": 0}, "--limit")):

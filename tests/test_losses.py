@@ -1,6 +1,9 @@
+import math
+
 import pytest
 import torch
 
+from metricad.losses.one_class import BinaryLoss, DOCLoss, compactness_loss
 from metricad.losses import LOSSES, build_loss, seed_triplet_loss, seed_triplet_loss_bruteforce
 
 
@@ -53,13 +56,53 @@ def test_every_named_loss_trains(name):
     torch.manual_seed(0)
     emb = torch.randn(32, 8, requires_grad=True)
     labels = torch.arange(32) % 4
-    loss_fn = build_loss(name, num_classes=4, embedding_dim=8)
+    loss_fn = build_loss(name, num_classes=4, embedding_dim=8, normal_label=0)
     loss = loss_fn(emb, labels)
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
     assert emb.grad.abs().sum() > 0
 
 
+def test_one_class_losses_need_their_normal_label():
+    with pytest.raises(ValueError, match="normal class"):
+        build_loss("doc", 4, 8)
+    with pytest.raises(ValueError, match="fine labels"):
+        build_loss("doc", 2, 8, normal_label=1)
+
+
 def test_unknown_loss_is_named_in_error():
     with pytest.raises(ValueError, match="nope"):
         build_loss("nope", 2, 8)
+
+
+def test_compactness_by_hand():
+    # z = (0), (2), (4): means of the others are 3, 2, 1 -> squared gaps 9, 0, 9 -> mean 6, over dim 1.
+    z = torch.tensor([[0.0], [2.0], [4.0]])
+    assert compactness_loss(z).item() == pytest.approx(6.0)
+    # Against the definition on random 5-d embeddings.
+    z = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    others = torch.stack([torch.cat([z[:i], z[i + 1:]]).mean(0) for i in range(7)])
+    assert compactness_loss(z).item() == pytest.approx(((z - others) ** 2).sum(1).mean().item() / 5, rel=1e-6)
+
+
+def test_doc_loss_by_hand():
+    loss = DOCLoss(num_classes=3, embedding_dim=1, normal_label=1, compactness_weight=0.5)
+    with torch.no_grad():
+        loss.classifier.weight.zero_()
+        loss.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))
+    emb = torch.tensor([[0.0], [2.0], [4.0], [9.0]])
+    labels = torch.tensor([1, 1, 1, 2])
+    # Descriptiveness: uniform logits over 3 classes -> ln 3; compactness of (0, 2, 4) = 6 (above).
+    assert loss(emb, labels).item() == pytest.approx(math.log(3) + 0.5 * 6.0)
+
+
+def test_binary_loss_by_hand():
+    loss = BinaryLoss(embedding_dim=1, normal_label=7)
+    with torch.no_grad():
+        loss.classifier.weight.fill_(1.0)
+        loss.classifier.bias.zero_()
+    emb = torch.tensor([[0.0], [2.0]])
+    labels = torch.tensor([7, 3])  # normal (target 0, logit 0), reference (target 1, logit 2)
+    expected = (math.log(2) + math.log(1 + math.exp(-2))) / 2
+    assert loss(emb, labels).item() == pytest.approx(expected)
+    assert loss.anomaly_probability(emb).tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-2))])

@@ -1,6 +1,7 @@
 """Classic detectors on raw pixels, fitted on the normal training images: the bar a learned embedding must clear.
 
-Each returns anomaly scores for ``test`` (higher = more anomalous, as everywhere in metricad).
+Each is a small estimator: ``fit(normal_images)``, then ``score_samples(images)`` with higher = more anomalous,
+as everywhere in metricad.
 """
 
 from __future__ import annotations
@@ -13,27 +14,51 @@ from metricad.index import ExactIndex
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+    return np.asarray(images).reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def raw_pixel_knn(normal: np.ndarray, test: np.ndarray, k: int = 1, seed: int = 0) -> np.ndarray:
+class RawPixelKNN:
     """Mean euclidean distance to the k nearest normal images in pixel space."""
-    index = ExactIndex()
-    index.add(_flat(normal))
-    return index.search(_flat(test), k)[0].mean(1).numpy()
+
+    def __init__(self, k: int = 1, seed: int = 0):
+        self.k = k
+
+    def fit(self, normal: np.ndarray) -> "RawPixelKNN":
+        self.index_ = ExactIndex()
+        self.index_.add(_flat(normal))
+        return self
+
+    def score_samples(self, images: np.ndarray) -> np.ndarray:
+        return self.index_.search(_flat(images), self.k)[0].mean(1).numpy()
 
 
-def pca_reconstruction(normal: np.ndarray, test: np.ndarray, variance: float = 0.99, seed: int = 0) -> np.ndarray:
+class PCAReconstruction:
     """Squared reconstruction error from the principal components keeping ``variance`` of the normal images."""
-    pca = PCA(variance, random_state=seed).fit(_flat(normal))
-    x = _flat(test)
-    return ((x - pca.inverse_transform(pca.transform(x))) ** 2).sum(1)
+
+    def __init__(self, variance: float = 0.99, seed: int = 0):
+        self.variance, self.seed = variance, seed
+
+    def fit(self, normal: np.ndarray) -> "PCAReconstruction":
+        self.pca_ = PCA(self.variance, random_state=self.seed).fit(_flat(normal))
+        return self
+
+    def score_samples(self, images: np.ndarray) -> np.ndarray:
+        x = _flat(images)
+        return ((x - self.pca_.inverse_transform(self.pca_.transform(x))) ** 2).sum(1)
 
 
-def isolation_forest(normal: np.ndarray, test: np.ndarray, seed: int = 0) -> np.ndarray:
+class IsolationForestDetector:
     """scikit-learn's Isolation Forest (100 trees); its score_samples is higher for normal, hence the minus."""
-    return -IsolationForest(random_state=seed).fit(_flat(normal)).score_samples(_flat(test))
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, normal: np.ndarray) -> "IsolationForestDetector":
+        self.forest_ = IsolationForest(random_state=self.seed).fit(_flat(normal))
+        return self
+
+    def score_samples(self, images: np.ndarray) -> np.ndarray:
+        return -self.forest_.score_samples(_flat(images))
 
 
-BASELINES = {"raw-pixels 1-NN": raw_pixel_knn, "PCA reconstruction": pca_reconstruction,
-             "Isolation Forest": isolation_forest}
+BASELINES = {"raw-pixels": RawPixelKNN, "pca": PCAReconstruction, "iforest": IsolationForestDetector}

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.detector import Detector, read_config
 from metricad.losses import LOSSES
@@ -156,7 +157,7 @@ def _baseline_aucs(split) -> dict:
     results = {}
     for name, method in BASELINES.items():
         start = time.perf_counter()
-        scores = method(split.anchor_images, split.test_images)
+        scores = method().fit(split.anchor_images).score_samples(split.test_images)
         results[name] = {"auc": float(roc_auc_score(split.test_is_anomaly, scores)),
                          "seconds": time.perf_counter() - start}
     return results
@@ -178,13 +179,51 @@ def cmd_reproduce(args) -> None:
     print(markdown)
     print("Same split, raw-pixel baselines fitted on the normal training images:")
     for name, result in baselines.items():
-        print(f"  {name:<20} AUC {result['auc']:.4f}  ({result['seconds']:.1f} s)")
+        print(f"  {name:<12} AUC {result['auc']:.4f}  ({result['seconds']:.1f} s)")
     print(f"run directory: {run}")
     print(f"model {config['model']['name']}, loss {config['training']['loss']}, labels {config['training']['labels']},"
           f" {config['training']['epochs']} epochs in {config['training_seconds']:.0f} s")
     print(f"metricad AUC {CLASS_NAMES[args.normal]} (normal) vs {CLASS_NAMES[args.anomaly]} (anomaly): "
           f"{metrics['auc']:.4f}   (original post, sneaker vs ankle boot: 0.9066)")
     print(f"figure: {run / 'figure.png'}   total wall time {time.perf_counter() - start:.0f} s")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _method_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in METHODS]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(METHODS)}, got {text!r}")
+    return values
+
+
+def cmd_compare(args) -> None:
+    from metricad import compare
+    from metricad.runs import load_split
+
+    split = load_split({"normal": args.normal, "anomaly": args.anomaly, "limit": args.limit}, args.data_dir)
+    base = replace(PRESETS["default"], **({"epochs": args.epochs} if args.epochs else {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def show(row):
+        print(f"  seed {row['seed']}  {row['method']:<12} AUC {row['auc']:.4f}  trained in {row['train_seconds']:.0f} s",
+              file=sys.stderr)
+
+    rows = compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
+    summary = compare.summarize(rows)
+    title = (f"{CLASS_NAMES[args.normal]} (normal, {args.normal}) vs {CLASS_NAMES[args.anomaly]} "
+             f"(anomaly, {args.anomaly}), seeds {','.join(map(str, args.seeds))}")
+    markdown = compare.summary_markdown(summary, title)
+    (out / "compare.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
+    (out / "compare.md").write_text(markdown)
+    print(markdown)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="every method (baselines included) on one split: AUC over seeds, speed")
+    p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
+    p.add_argument("--normal", type=int, default=7)
+    p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--methods", type=_method_list, default=list(METHODS))
+    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
+    p.add_argument("--limit", type=int, help="at most this many training images per class")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
     p.add_argument("--out", required=True)

@@ -42,7 +42,8 @@ def train_run(out: str | os.PathLike, config: TrainConfig, normal: int = 7, anom
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a run directory is an ordinary one
     try:
         model, history = train_embedding(config, split.train_images, split.training_labels(config.labels),
-                                         device=device, log_path=tmp / "train.log", progress=progress)
+                                         device=device, log_path=tmp / "train.log", progress=progress,
+                                         normal_label=split.normal_label(config.labels))
         detector = Detector(model, device=device, **(detector_params or {})).fit(split.anchor_images)
         detector.save(tmp, extra_config={
             "metricad_version": metricad.__version__, "data": data, "training": config.to_dict(),

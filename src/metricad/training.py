@@ -86,8 +86,11 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
-                    log_path: Path | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs.
+                    log_path: Path | None = None, progress: bool = True, normal_label: int | None = None,
+                    return_loss: bool = False):
+    """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs
+    (and the trained loss module, whose heads the ``binary`` method scores with, if ``return_loss``).
+    ``normal_label`` is the label of the normal class (needed by the ``doc`` and ``binary`` losses).
 
     Batches are drawn from a seeded permutation each epoch; the last incomplete batch is dropped, as in the
     original, so every batch has the same size.
@@ -101,7 +104,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     model = create_model(config.model, **config.model_kwargs).to(device)
     x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once
     y_all = torch.as_tensor(labels, dtype=torch.long)
-    criterion = build_loss(config.loss, int(y_all.max()) + 1, model.embedding_dim, config.margin).to(device)
+    criterion = build_loss(config.loss, int(y_all.max()) + 1, model.embedding_dim, config.margin,
+                           normal_label).to(device)
     optimizer = make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
     generator = torch.Generator().manual_seed(config.seed)
@@ -138,4 +142,6 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         if log_path is not None:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+    if return_loss:
+        return model.eval(), history, criterion.eval()
     return model.eval(), history

@@ -25,6 +25,12 @@ class AnomalySplit:
     test_images: np.ndarray
     test_is_anomaly: np.ndarray
 
+    def normal_label(self, scheme: str) -> int:
+        """The label the normal class gets under ``training_labels(scheme)``."""
+        if scheme == "binary":
+            return 1
+        return int(np.searchsorted(np.unique(self.train_classes), self.normal_class))
+
     def training_labels(self, scheme: str) -> np.ndarray:
         """``binary``: 1 normal / 0 everything else (the original); ``fine``: each class keeps its own label."""
         if scheme == "binary":

@@ -1,7 +1,8 @@
-"""Training losses: the original all-pairs triplet loss and pytorch-metric-learning's family, by name."""
+"""Training losses by name: the original all-pairs triplet loss, pytorch-metric-learning's family, DOC, binary."""
 
 from metricad.losses.factory import LOSSES, MinedLoss, build_loss
+from metricad.losses.one_class import BinaryLoss, DOCLoss, compactness_loss
 from metricad.losses.seed import SeedTripletLoss, seed_triplet_loss, seed_triplet_loss_bruteforce
 
-__all__ = ["LOSSES", "MinedLoss", "SeedTripletLoss", "build_loss", "seed_triplet_loss",
+__all__ = ["LOSSES", "BinaryLoss", "DOCLoss", "MinedLoss", "compactness_loss", "SeedTripletLoss", "build_loss", "seed_triplet_loss",
            "seed_triplet_loss_bruteforce"]

@@ -7,9 +7,10 @@ import torch.nn as nn
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
+from metricad.losses.one_class import BinaryLoss, DOCLoss
 from metricad.losses.seed import SeedTripletLoss
 
-LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface")
+LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface", "doc", "binary")
 
 
 class MinedLoss(nn.Module):
@@ -24,8 +25,10 @@ class MinedLoss(nn.Module):
         return self.loss(embeddings, labels, tuples)
 
 
-def build_loss(name: str, num_classes: int, embedding_dim: int, margin: float = 0.2) -> nn.Module:
-    """Return ``module(embeddings, labels) -> scalar``. ArcFace/CosFace carry class weights: train its parameters."""
+def build_loss(name: str, num_classes: int, embedding_dim: int, margin: float = 0.2,
+               normal_label: int | None = None) -> nn.Module:
+    """Return ``module(embeddings, labels) -> scalar``. ArcFace/CosFace/DOC/binary carry weights: train its
+    parameters too. ``doc`` and ``binary`` need ``normal_label``, the label of the normal class."""
     if name == "seed":
         return SeedTripletLoss(margin)
     if name == "batch-all":  # every valid (anchor, positive, negative), averaged over the non-zero ones
@@ -39,4 +42,13 @@ def build_loss(name: str, num_classes: int, embedding_dim: int, margin: float = 
         return MinedLoss(pml_losses.ArcFaceLoss(num_classes, embedding_dim))
     if name == "cosface":
         return MinedLoss(pml_losses.CosFaceLoss(num_classes, embedding_dim))
+    if name in ("doc", "binary"):
+        if normal_label is None:
+            raise ValueError(f"the {name} loss needs the normal class's label")
+        if name == "doc":
+            if num_classes < 3:
+                raise ValueError("the doc loss needs fine labels (its descriptiveness loss classifies the "
+                                 "reference classes)")
+            return DOCLoss(num_classes, embedding_dim, normal_label)
+        return BinaryLoss(embedding_dim, normal_label)
     raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}")

@@ -1,0 +1,112 @@
+"""Every method on the same split, the same backbone and training budget, the same k-NN scoring: one table.
+
+Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel), ``binary`` (a
+normal-vs-reference classifier; scored by k-NN on its features, and as ``binary-prob`` by its probability),
+``seed`` (the original triplet configuration: seed loss, binary labels) and ``metricad`` (the default recipe).
+The trained methods share everything in the default recipe but the loss and the labels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from metricad.baselines import BASELINES
+from metricad.data import AnomalySplit
+from metricad.detector import Detector
+from metricad.training import PRESETS, TrainConfig, train_embedding
+
+METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
+_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary"}, "doc": {"loss": "doc", "labels": "fine"},
+            "binary": {"loss": "binary", "labels": "fine"}}
+TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
+
+
+def method_config(method: str, base: TrainConfig | None = None) -> TrainConfig:
+    return replace(base or PRESETS["default"], **_TRAINED[method])
+
+
+class ProbabilityScorer:
+    """The binary classifier's own score: its probability that an image is not normal."""
+
+    def __init__(self, detector: Detector, head):
+        self.detector, self.head = detector, head
+
+    def score_samples(self, images) -> np.ndarray:
+        embeddings = self.detector.embed(images)
+        return self.head.anomaly_probability(embeddings.to(next(self.head.parameters()).device)).cpu().numpy()
+
+
+def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
+    scorer.score_samples(images[:batch_size])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        scorer.score_samples(images[i:i + batch_size])
+    return 1000 * (time.perf_counter() - start) / len(images)
+
+
+def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | None = None, device=None) -> dict:
+    """Fit one method; return ``{name: scorer}`` (``binary`` yields two) and the training seconds."""
+    start = time.perf_counter()
+    if method in BASELINES:
+        scorers = {method: BASELINES[method](seed=seed).fit(split.anchor_images)}
+    elif method in _TRAINED:
+        config = replace(method_config(method, base), seed=seed)
+        model, _, head = train_embedding(config, split.train_images, split.training_labels(config.labels),
+                                         device=device, progress=False, return_loss=True,
+                                         normal_label=split.normal_label(config.labels))
+        detector = Detector(model, device=device).fit(split.anchor_images)
+        scorers = {method: detector}
+        if method == "binary":
+            scorers["binary-prob"] = ProbabilityScorer(detector, head)
+    else:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    return {"scorers": scorers, "train_seconds": time.perf_counter() - start}
+
+
+def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None, device=None,
+            progress=None) -> list[dict]:
+    """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20."""
+    rows = []
+    timing_images = split.test_images[:TIMING_IMAGES]
+    for seed in seeds:
+        for method in methods:
+            torch.manual_seed(seed)
+            fitted = fit_method(method, split, seed, base, device)
+            for name, scorer in fitted["scorers"].items():
+                scores = scorer.score_samples(split.test_images)
+                rows.append({"method": name, "seed": seed, "normal": split.normal_class,
+                             "anomaly": split.anomaly_class, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
+                             "train_seconds": fitted["train_seconds"],
+                             "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
+                             "ms_per_image_batch20": _ms_per_image(scorer, timing_images, 20)})
+                if progress:
+                    progress(rows[-1])
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    summary = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sub = [r for r in rows if r["method"] == method]
+        aucs = [r["auc"] for r in sub]
+        summary.append({"method": method, "seeds": len(sub), "auc_mean": statistics.mean(aucs),
+                        "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+                        "train_seconds": statistics.mean(r["train_seconds"] for r in sub),
+                        "ms_per_image_batch1": statistics.median(r["ms_per_image_batch1"] for r in sub),
+                        "ms_per_image_batch20": statistics.median(r["ms_per_image_batch20"] for r in sub)})
+    return summary
+
+
+def summary_markdown(summary: list[dict], title: str) -> str:
+    lines = [f"{title}", "", "| method | AUC mean ± std | seeds | training s | ms/image b1 | ms/image b20 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for s in sorted(summary, key=lambda s: -s["auc_mean"]):
+        lines.append(f"| {s['method']} | {s['auc_mean']:.4f} ± {s['auc_std']:.4f} | {s['seeds']} | "
+                     f"{s['train_seconds']:.1f} | {s['ms_per_image_batch1']:.3f} | {s['ms_per_image_batch20']:.3f} |")
+    return "\n".join(lines) + "\n"
