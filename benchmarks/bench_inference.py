@@ -65,7 +65,7 @@ def main() -> None:
                              "model_gflops_per_second": flops / 1e6 / ms})
                 print(json.dumps(rows[-1]), flush=True)
     print()
-    print(f"| model | runtime | batch | ms/image | images/s | MFLOP/image | GFLOP/s reached |")
+    print("| model | runtime | batch | ms/image | images/s | MFLOP/image | GFLOP/s reached |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['ms_per_image']:.3f} | "

@@ -115,3 +115,14 @@ def test_load_rejects_corrupt_weights(tmp_path, model, normal_and_anomalous):
     (run / "weights.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="weights.safetensors: missing"):
         Detector.load(run)
+
+
+def test_saved_files_are_ordinary_files(tmp_path, model, normal_and_anomalous):
+    import os
+    import stat
+
+    run = Detector(model, device="cpu").fit(normal_and_anomalous[0]).save(tmp_path / "run")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "weights.safetensors", "anchors.safetensors"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name

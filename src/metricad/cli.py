@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -12,6 +11,7 @@ from pathlib import Path
 from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.detector import Detector, read_config
+from metricad.files import write_json, write_text
 from metricad.losses import LOSSES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
@@ -129,8 +129,8 @@ def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None
         rows += benchmark(detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes, model_name,
                           runtime=runtime, progress=show)
     markdown = benchmark_markdown(rows, len(split.test_images))
-    (run / "benchmark.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (run / "benchmark.md").write_text(markdown)
+    write_json(run / "benchmark.json", rows)
+    write_text(run / "benchmark.md", markdown)
     return markdown
 
 
@@ -221,8 +221,8 @@ def cmd_compare(args) -> None:
     title = (f"{CLASS_NAMES[args.normal]} (normal, {args.normal}) vs {CLASS_NAMES[args.anomaly]} "
              f"(anomaly, {args.anomaly}), seeds {','.join(map(str, args.seeds))}")
     markdown = compare.summary_markdown(summary, title)
-    (out / "compare.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
-    (out / "compare.md").write_text(markdown)
+    write_json(out / "compare.json", {"rows": rows, "summary": summary})
+    write_text(out / "compare.md", markdown)
     print(markdown)
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from metricad.files import atomic_write, write_json
 from metricad.index import make_index
 from metricad.models import create_model
 from metricad.preprocessing import to_model_input
@@ -184,9 +185,9 @@ class Detector:
         anchors = {"embeddings": self.anchor_embeddings_.cpu().contiguous(),
                    "images": torch.from_numpy(np.ascontiguousarray(self.anchor_images_)),
                    "indices": torch.from_numpy(self.anchor_indices_.astype(np.int64))}
-        _atomic(directory / WEIGHTS_FILE, lambda p: save_file(weights, p))
-        _atomic(directory / ANCHORS_FILE, lambda p: save_file(anchors, p))
-        _atomic(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(weights, p))
+        atomic_write(directory / ANCHORS_FILE, lambda p: save_file(anchors, p))
+        write_json(directory / CONFIG_FILE, config)
         return directory
 
     @classmethod
@@ -219,16 +220,6 @@ class Detector:
         if overrides.get("k") is None:
             detector.offset_ = float(config["detector"]["offset"])  # keeps a threshold set by set_threshold()
         return detector
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_safetensors(path: Path) -> dict:

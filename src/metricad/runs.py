@@ -16,6 +16,7 @@ from pathlib import Path
 import metricad
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.detector import Detector, read_config
+from metricad.files import write_json
 from metricad.training import TrainConfig, train_embedding
 
 
@@ -60,9 +61,7 @@ def update_json(path: Path, values: dict) -> dict:
     """Merge ``values`` into a JSON object file, written atomically."""
     current = json.loads(path.read_text()) if path.is_file() else {}
     current.update(values)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, current)
     return current
 
 

@@ -11,9 +11,13 @@ import io
 import os
 import warnings
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
+
+from metricad.files import atomic_write
 
 RUNTIMES = ("torch", "onnx")
 
@@ -43,10 +47,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: 
                           opset_version=opset, dynamo=False)
     data = buffer.getvalue()
     if path is not None:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: Path(p).write_bytes(data))
     return data
 
 
