@@ -115,7 +115,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         model.train()
         order = torch.randperm(len(x_all), generator=generator)
         loss_sum, start = 0.0, time.perf_counter()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   disable=None if progress else True,  # None: tqdm draws the bar on a terminal only
                    mininterval=1.0)
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
