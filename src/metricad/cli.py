@@ -30,12 +30,14 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _runtime_list(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in RUNTIMES]
-    if not values or bad:
-        raise argparse.ArgumentTypeError(f"runtimes must be among {', '.join(RUNTIMES)}, got {text!r}")
-    return values
+def _choice_list(choices, what: str):
+    """An argparse type: comma-separated names, each one of ``choices``."""
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not values or any(v not in choices for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(choices)}, got {text!r}")
+        return values
+    return parse
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -195,14 +197,6 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _method_list(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in METHODS]
-    if not values or bad:
-        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(METHODS)}, got {text!r}")
-    return values
-
-
 def cmd_compare(args) -> None:
     from metricad import compare
     from metricad.runs import load_split
@@ -257,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--anchors", type=_int_list, default=ORIGINAL_ANCHOR_COUNTS)
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 20])
-    p.add_argument("--runtime", type=_runtime_list, default=["torch"], help="comma-separated: torch,onnx")
+    p.add_argument("--runtime", type=_choice_list(RUNTIMES, "runtimes"), default=["torch"],
+                   help="comma-separated: torch,onnx")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.set_defaults(func=cmd_benchmark)
@@ -272,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
     p.add_argument("--normal", type=int, default=7)
     p.add_argument("--anomaly", type=int, default=9)
-    p.add_argument("--methods", type=_method_list, default=list(METHODS))
+    p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
     p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
     p.add_argument("--limit", type=int, help="at most this many training images per class")

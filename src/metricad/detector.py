@@ -213,11 +213,13 @@ class Detector:
             raise ValueError(f"{directory / ANCHORS_FILE}: anchors of shape {tuple(embeddings.shape)} do not fit "
                              f"the model's {model.embedding_dim}-d embedding and {len(images)} anchor images")
         detector._check_params(len(images))
-        detector.anchor_indices_, detector.anchor_images_ = anchors["indices"].numpy(), images
-        detector._set_anchor_embeddings(embeddings)
-        if any(overrides.get(k) is not None for k in ("n_anchors", "anchor_sampling", "random_state")):
-            return detector.subset_anchors()  # recomputes the threshold for the chosen anchors
-        if overrides.get("k") is None:
+        # Select before building the index: an index (faiss HNSW on a large bank) is built once, for what is kept.
+        reselect = any(overrides.get(k) is not None for k in ("n_anchors", "anchor_sampling", "random_state"))
+        keep = detector.select_anchors(len(images)) if reselect else np.arange(len(images))
+        detector.anchor_indices_ = anchors["indices"].numpy()[keep]
+        detector.anchor_images_ = images[keep]
+        detector._set_anchor_embeddings(embeddings[keep])  # the threshold for these anchors and this k
+        if not reselect and overrides.get("k") is None:
             detector.offset_ = float(config["detector"]["offset"])  # keeps a threshold set by set_threshold()
         return detector
 
