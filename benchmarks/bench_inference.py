@@ -71,6 +71,14 @@ def main() -> None:
         print(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['ms_per_image']:.3f} | "
               f"{r['images_per_second']:.0f} | {r['mflops_per_image']:.1f} | {r['model_gflops_per_second']:.1f} |")
     print()
+    print("| model | batch | torch ms/image | onnx ms/image | onnx speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    by_key = {(r["model"], r["runtime"], r["batch_size"]): r["ms_per_image"] for r in rows}
+    for (model, runtime, batch_size), ms in by_key.items():
+        if runtime == "torch" and (model, "onnx", batch_size) in by_key:
+            onnx_ms = by_key[(model, "onnx", batch_size)]
+            print(f"| {model} | {batch_size} | {ms:.3f} | {onnx_ms:.3f} | {ms / onnx_ms:.2f}x |")
+    print()
     print(json.dumps(rows, indent=2))
 
 

@@ -6,6 +6,7 @@ import torch
 from metricad import Detector
 from metricad.cli import main
 from metricad.models import create_model
+from metricad.preprocessing import to_model_array
 from metricad.runtime import export_onnx
 
 # float32 models in two runtimes differ by accumulation order only.
@@ -49,3 +50,17 @@ def test_cli_export_and_onnx_scoring(tmp_path, fake_fashion_dir, capsys):
         assert main(["score", str(run), str(tmp_path / "x.npy"), "--runtime", runtime]) == 0
         scores[runtime] = [float(line.split(",")[1]) for line in capsys.readouterr().out.splitlines()[1:]]
     np.testing.assert_allclose(scores["onnx"], scores["torch"], rtol=SCORE_RTOL, atol=SCORE_ATOL)
+
+
+def test_fused_onnx_knn_finds_the_same_neighbours_as_the_index():
+    torch.manual_seed(0)
+    model = create_model("compact-cnn", embedding_dim=16)
+    rng = np.random.default_rng(1)
+    normal = rng.integers(0, 255, size=(200, 28, 28)).astype(np.uint8)
+    queries = rng.integers(0, 255, size=(17, 28, 28)).astype(np.uint8)
+    detector = Detector(model, k=3, device="cpu", runtime="onnx").fit(normal)
+    assert detector.scorer_ is not None  # the fused path is the one under test
+    distances, indices = detector.scorer_(to_model_array(queries))
+    index_distances, index_indices = detector.index_.search(detector.embed(queries), 3)
+    np.testing.assert_array_equal(indices, index_indices.numpy())
+    np.testing.assert_allclose(distances, index_distances.numpy(), rtol=SCORE_RTOL, atol=SCORE_ATOL)

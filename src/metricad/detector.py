@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 from metricad.files import atomic_write, write_json
 from metricad.index import make_index
 from metricad.models import create_model
-from metricad.preprocessing import to_model_input
-from metricad.runtime import make_embedder
+from metricad.preprocessing import to_model_array, to_model_input
+from metricad.runtime import OnnxKnnScorer, make_embedder
 
 CONFIG_FILE, WEIGHTS_FILE, ANCHORS_FILE = "config.json", "weights.safetensors", "anchors.safetensors"
+FUSED_ANCHOR_BYTES = 1 << 30
 
 
 def default_device() -> torch.device:
@@ -106,6 +107,11 @@ class Detector:
         dist, _ = self.index_.search(self.anchor_embeddings_, self.k + 1)
         loo_scores = dist[:, 1:].mean(1).cpu().numpy()
         self.offset_ = float(np.quantile(loo_scores, 1.0 - self.contamination))
+        # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
+        # constants of the graph, so only while they stay well under protobuf's 2 GB limit).
+        self.scorer_ = None
+        if self.runtime == "onnx" and self.index == "exact" and embeddings.numel() * 4 < FUSED_ANCHOR_BYTES:
+            self.scorer_ = OnnxKnnScorer(self.model, embeddings, self.k, use_cuda=self.device_.type == "cuda")
 
     def subset_anchors(self, n_anchors: int | None = None, anchor_sampling: str | None = None,
                        random_state: int | None = None) -> "Detector":
@@ -152,7 +158,11 @@ class Detector:
     def score_samples(self, images) -> np.ndarray:
         """Anomaly score of each image: mean euclidean distance to its k nearest anchors (higher = more anomalous)."""
         self._check_fitted()
-        return self.score_embeddings(self.embed(images))
+        if self.scorer_ is None:
+            return self.score_embeddings(self.embed(images))
+        x = to_model_array(images, *self.input_spec)
+        out = [self.scorer_(x[i:i + self.batch_size])[0] for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(out).mean(1) if out else np.empty(0, dtype=np.float32)
 
     def decision_function(self, images) -> np.ndarray:
         """``score_samples - offset_``: positive means anomalous."""
