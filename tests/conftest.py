@@ -31,3 +31,16 @@ def fake_fashion_dir(tmp_path_factory) -> Path:
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", synthetic_images(labels, rng))
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, fake_fashion_dir) -> Path:
+    """A small run trained by the CLI on the fake data (2 epochs, compact-cnn), shared: tests may add evaluation
+    files to it but must not change its model, anchors or threshold."""
+    from metricad.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    code = main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "2",
+                 "--batch-size", "32", "--device", "cpu"])
+    assert code == 0
+    return run

@@ -10,15 +10,6 @@ from metricad.cli import main
 from metricad.data import fashion_mnist
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, fake_fashion_dir):
-    run = tmp_path_factory.mktemp("runs") / "run"
-    code = main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "2",
-                 "--batch-size", "32", "--device", "cpu"])
-    assert code == 0
-    return run
-
-
 def test_train_writes_a_self_describing_run(trained_run):
     names = {p.name for p in trained_run.iterdir()}
     assert {"config.json", "weights.safetensors", "anchors.safetensors", "train.log"} <= names

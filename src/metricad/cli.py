@@ -1,4 +1,4 @@
-"""The ``metricad`` command line: train, evaluate, score, benchmark, export, reproduce."""
+"""The ``metricad`` command line: train, evaluate, score, benchmark, export, compare, serve, reproduce."""
 
 from __future__ import annotations
 
@@ -190,6 +190,23 @@ def cmd_reproduce(args) -> None:
     print(f"figure: {run / 'figure.png'}   total wall time {time.perf_counter() - start:.0f} s")
 
 
+def cmd_serve(args) -> None:
+    try:
+        from metricad.serve import ServiceLimits
+        from metricad.serve.app import serve
+    except ImportError as exc:
+        raise ValueError(f"metricad serve needs the 'serve' extra: pip install 'metricad[serve]' ({exc})") from exc
+
+    run = Path(args.run)
+    read_config(run)  # a clear error now rather than an unhealthy server
+    limits = ServiceLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                           max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_files=args.max_files,
+                           max_pixels=args.max_pixels)
+    print(f"serving {run} on http://{args.host}:{args.port} (POST /score, GET /health, GET /info, /docs); "
+          f"batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms", file=sys.stderr)
+    serve(run, args.host, args.port, limits, args.device, args.runtime)
+
+
 def _seed_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -274,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info)")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="score up to this many queued images at once")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait at most this long for a batch to fill")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="reject larger request bodies (413)")
+    p.add_argument("--max-files", type=int, default=64, help="reject requests with more image files (413)")
+    p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
     p.add_argument("--out", required=True)

@@ -10,18 +10,25 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def image_to_array(img, size: tuple[int, int], channels: int) -> np.ndarray:
+    """A PIL image as the model's uint8 input: grey ``(H, W)`` or RGB ``(3, H, W)``, resized to ``size``."""
+    from PIL import Image
+
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
+    return array if channels == 1 else array.transpose(2, 0, 1)
+
+
 def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            return image_to_array(img, size, channels)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from exc
-    return array if channels == 1 else array.transpose(2, 0, 1)
 
 
 def load_images(paths, size: tuple[int, int] = (28, 28), channels: int = 1) -> tuple[list[str], np.ndarray]:

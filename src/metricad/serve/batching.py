@@ -1,0 +1,97 @@
+"""Micro-batching: single images from many concurrent requests, scored together.
+
+Each submitted image gets its own future, so results go back to their own request whatever batch they rode
+in. One worker task forms a batch from what is queued (up to ``max_batch``), waits at most ``max_wait_ms``
+after the first image for more, and scores it in one background thread, so the event loop keeps accepting
+requests meanwhile and two batches never run the model at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class BatchResult:
+    score: float
+    batch_size: int
+    queue_ms: float
+    score_ms: float
+
+
+class MicroBatcher:
+    def __init__(self, score_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
+                 max_wait_ms: float = 5.0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.score_batch, self.max_batch, self.max_wait = score_batch, max_batch, max_wait_ms / 1000
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metricad-score")
+        self.batches_scored = 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, image: np.ndarray) -> BatchResult:
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((image, future, time.perf_counter()))
+        return await future
+
+    async def _next_batch(self) -> list:
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            timeout = deadline - asyncio.get_running_loop().time()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            batch = [item for item in batch if not item[1].done()]  # a client that went away
+            if not batch:
+                continue
+            start = time.perf_counter()
+            try:
+                scores = await loop.run_in_executor(self._executor, self.score_batch,
+                                                    np.stack([image for image, _, _ in batch]))
+            except Exception as exc:  # noqa: BLE001 - the error goes back to every request of this batch
+                for _, future, _ in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            score_ms = 1000 * (time.perf_counter() - start)
+            self.batches_scored += 1
+            for (_, future, queued), score in zip(batch, scores):
+                if not future.done():
+                    future.set_result(BatchResult(float(score), len(batch), 1000 * (start - queued), score_ms))
