@@ -77,6 +77,13 @@ def _train(args) -> Path:
 
 
 def cmd_train(args) -> None:
+    if args.resume:
+        from metricad.runs import resume_run
+
+        print(resume_run(args.resume, device=args.device, data_dir=args.data_dir))
+        return
+    if not args.out:
+        raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
     print(_train(args))
 
 
@@ -242,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an embedding and fit its anchors into a run directory")
-    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN", help="continue the interrupted training of RUN from its last "
+                   "checkpoint (the options it was started with are kept; --device and --data-dir may change)")
     _add_training_args(p)
     p.set_defaults(func=cmd_train)
 

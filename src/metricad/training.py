@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from metricad.checkpoint import load_checkpoint, save_checkpoint
 from metricad.losses import build_loss
 from metricad.models import DEFAULT_MODEL, create_model
 from metricad.preprocessing import to_model_input
@@ -87,13 +88,15 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
                     log_path: Path | None = None, progress: bool = True, normal_label: int | None = None,
-                    return_loss: bool = False):
+                    return_loss: bool = False, checkpoint_path: Path | None = None):
     """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs
     (and the trained loss module, whose heads the ``binary`` method scores with, if ``return_loss``).
     ``normal_label`` is the label of the normal class (needed by the ``doc`` and ``binary`` losses).
 
     Batches are drawn from a seeded permutation each epoch; the last incomplete batch is dropped, as in the
-    original, so every batch has the same size.
+    original, so every batch has the same size. With ``checkpoint_path``, a checkpoint is written there after
+    every epoch, and training continues from it if it already exists: on the CPU the result is then bit-for-bit
+    that of an uninterrupted run (the data order and augmentation come from a generator whose state is saved).
     """
     if config.epochs < 1 or config.batch_size < 2:
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {config.epochs} and {config.batch_size}")
@@ -110,8 +113,16 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
     generator = torch.Generator().manual_seed(config.seed)
     steps = len(x_all) // config.batch_size
-    history = []
-    for epoch in range(config.epochs):
+    history, first_epoch = [], 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path, model, criterion, optimizer, generator)
+        history, first_epoch = state.history, state.epoch
+        scheduler.last_epoch = first_epoch  # the optimizer's saved lr already has the decays before this epoch
+        if log_path is not None:  # the log may hold an epoch finished after the checkpoint: rewrite it
+            Path(log_path).write_text("".join(json.dumps(r) + "\n" for r in history))
+        if progress:
+            tqdm.write(f"resuming from {checkpoint_path} after epoch {first_epoch}/{config.epochs}")
+    for epoch in range(first_epoch, config.epochs):
         model.train()
         order = torch.randperm(len(x_all), generator=generator)
         loss_sum, start = 0.0, time.perf_counter()
@@ -123,8 +134,10 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
             x = random_shift(x_all[idx], config.shift, generator)
             loss = criterion(model(x.to(device)), y_all[idx].to(device))
             if not torch.isfinite(loss):
+                kept = (f"; the last good checkpoint (epoch {epoch}) is kept in {checkpoint_path}"
+                        if checkpoint_path is not None and epoch > 0 else "")
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
-                                         "lower the learning rate")
+                                         f"lower the learning rate{kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -137,6 +150,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         record = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": seconds,
                   "images_per_second": steps * config.batch_size / seconds, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, epoch + 1, history, model, criterion, optimizer, generator)
         if progress:
             tqdm.write(f"epoch {record['epoch']}/{config.epochs}  loss {record['loss']:.4f}  "
                        f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
