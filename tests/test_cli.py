@@ -40,7 +40,17 @@ def test_score_png_and_npy(trained_run, tmp_path, capsys):
     Image.fromarray(batch[1]).convert("RGB").resize((56, 56)).save(tmp_path / "b.jpg")  # colour, other size
     assert main(["score", str(trained_run), str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "path,score" and lines[1].startswith(str(tmp_path / "a.png") + ",")
+    assert lines[0] == "path,score,label" and lines[1].startswith(str(tmp_path / "a.png") + ",")
+    threshold = json.loads((trained_run / "config.json").read_text())["detector"]["offset"]
+    for line in lines[1:]:
+        _, score, label = line.split(",")
+        assert label == ("anomaly" if float(score) > threshold else "normal")
+    assert main(["score", str(trained_run), str(tmp_path / "a.png"), "--normalized"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    _, score, label, normalized = row.split(",")
+    assert header == "path,score,label,normalized_score"
+    assert float(normalized) == pytest.approx(float(score) / (float(score) + threshold), abs=1e-6)
+    assert (float(normalized) > 0.5) == (label == "anomaly")
     assert main(["score", str(trained_run), str(tmp_path / "batch.npy")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[3].startswith(str(tmp_path / "batch.npy") + "[2],")

@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.detector import Detector, read_config
@@ -15,6 +17,7 @@ from metricad.files import write_json, write_text
 from metricad.losses import LOSSES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
+from metricad.thresholds import THRESHOLD_MODES
 from metricad.training import PRESETS
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
@@ -59,6 +62,35 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 4:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH (pixels, at least 4), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _add_folder_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own images (instead of Fashion-MNIST)")
+    g.add_argument("--normal-dir", help="folder of normal (good) images, searched recursively")
+    g.add_argument("--reference-dir", help="folder of reference images; each sub-folder is one class")
+    g.add_argument("--val-dir", help="labelled validation images: good/ + anomalous sub-folders (threshold)")
+    g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
+                   "images' usual size, longer side at most 64)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
+    g.add_argument("--holdout", type=float, help="fraction of normal images kept out to set the threshold on "
+                   "(default 0.1, or 0 with --val-dir)")
+    g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
+                   help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
+                        "on --val-dir; f1: best F1 on --val-dir")
+    g.add_argument("--contamination", type=float, default=0.01, help="expected anomaly rate (contamination mode)")
+    g.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate to aim for (fpr mode)")
+    g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable images out (listed) "
+                   "instead of stopping with an error")
+
+
 def _training_config(args):
     overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
@@ -69,6 +101,17 @@ def _train(args) -> Path:
     from metricad.runs import train_run
 
     config = _training_config(args)
+    if getattr(args, "normal_dir", None):  # reproduce has no folder options
+        from metricad.runs import train_folder_run
+
+        print(f"training {config.model} with the {config.loss} loss on {args.normal_dir} (normal) and "
+              f"{args.reference_dir} (reference)", file=sys.stderr)
+        threshold = {"mode": args.threshold_mode}
+        threshold.update({"contamination": args.contamination} if args.threshold_mode == "contamination" else
+                         {"target_fpr": args.target_fpr} if args.threshold_mode == "fpr" else {})
+        return train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
+                                args.image_size, args.channels, args.holdout, args.skip_bad_files, threshold,
+                                args.device, args.overwrite)
     print(f"training {config.model} with the {config.loss} loss, {config.labels} labels, {config.epochs} epochs; "
           f"normal = {args.normal} ({CLASS_NAMES[args.normal]}), anomaly = {args.anomaly} "
           f"({CLASS_NAMES[args.anomaly]})", file=sys.stderr)
@@ -88,23 +131,31 @@ def cmd_train(args) -> None:
 
 
 def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch", anchor_sampling=None,
-              random_state=None):
+              random_state=None, test_dir=None, skip_bad_files=False):
     from metricad.evaluation import evaluate
-    from metricad.runs import run_split, update_json
+    from metricad.runs import run_split, test_dir_split, update_json
 
     detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k,
                              anchor_sampling=anchor_sampling, random_state=random_state)
-    split = run_split(run, data_dir)
+    split = test_dir_split(test_dir, *detector.input_spec, skip_bad_files) if test_dir else run_split(run, data_dir)
+    if len(np.unique(split.test_is_anomaly)) < 2:
+        raise ValueError(f"{run}: the test images need both normal and anomalous ones to compute an AUC "
+                         "(pass --test-dir with good/ and anomalous sub-folders)")
     metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
+    if test_dir:
+        metrics["test_dir"] = str(test_dir)
     update_json(run / "metrics.json", metrics)
     return detector, split, metrics, scores
 
 
 def cmd_evaluate(args) -> None:
     _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device, args.runtime,
-                                 args.anchor_sampling, args.anchor_seed)
+                                 args.anchor_sampling, args.anchor_seed, args.test_dir, args.skip_bad_files)
+    at = metrics["at_threshold"]
     print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
           f"{metrics['n_anchors']} anchors, k={metrics['k']})")
+    print(f"at the threshold {metrics['threshold']:.4f}: precision {at['precision']:.3f}  recall {at['recall']:.3f}  "
+          f"F1 {at['f1']:.3f}  false-positive rate {at['false_positive_rate']:.3f}")
 
 
 def cmd_score(args) -> None:
@@ -112,9 +163,15 @@ def cmd_score(args) -> None:
     channels, size = detector.input_spec
     names, images = load_images(args.files, size, channels)
     scores = detector.score_samples(images)
-    print("path,score")
-    for name, score in zip(names, scores):
-        print(f"{name},{score:.6f}")
+    labels = np.where(scores > detector.offset_, "anomaly", "normal")
+    if args.normalized:
+        print("path,score,label,normalized_score")
+        for name, score, label, norm in zip(names, scores, labels, detector.normalized_score(scores)):
+            print(f"{name},{score:.6f},{label},{norm:.6f}")
+    else:
+        print("path,score,label")
+        for name, score, label in zip(names, scores, labels):
+            print(f"{name},{score:.6f},{label}")
 
 
 def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None, runtimes=("torch",)) -> str:
@@ -250,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an embedding and fit its anchors into a run directory")
     p.add_argument("--out", help="run directory to create")
+    _add_folder_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue the interrupted training of RUN from its last "
                    "checkpoint (the options it was started with are kept; --device and --data-dir may change)")
     _add_training_args(p)
@@ -264,11 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--test-dir", help="evaluate on your images: good/ + anomalous sub-folders")
+    p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score")
+    p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score,label")
     p.add_argument("run")
     p.add_argument("files", nargs="+")
+    p.add_argument("--normalized", action="store_true",
+                   help="add a column score / (score + threshold): 0.5 at the threshold, in [0, 1)")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.set_defaults(func=cmd_score)

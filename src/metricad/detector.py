@@ -107,6 +107,7 @@ class Detector:
         dist, _ = self.index_.search(self.anchor_embeddings_, self.k + 1)
         loo_scores = dist[:, 1:].mean(1).cpu().numpy()
         self.offset_ = float(np.quantile(loo_scores, 1.0 - self.contamination))
+        self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
         # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
         # constants of the graph, so only while they stay well under protobuf's 2 GB limit).
         self.scorer_ = None
@@ -176,7 +177,37 @@ class Detector:
         """Use an explicit score threshold (scores above it are anomalies)."""
         self._check_fitted()
         self.offset_ = float(threshold)
+        self.threshold_ = {"mode": "manual"}
         return self
+
+    def calibrate(self, images, is_anomaly=None, mode: str = "contamination", contamination: float | None = None,
+                  target_fpr: float = 0.01) -> "Detector":
+        """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set).
+
+        mode ``"contamination"``: the ``1 - contamination`` quantile of the scores of the normal images (all of
+        ``images`` when ``is_anomaly`` is None); ``"fpr"``: the lowest threshold whose false-positive rate on the
+        normal images is at most ``target_fpr``; ``"f1"``: the threshold with the best F1 on labelled images
+        (anomaly = positive class). ``threshold_`` records how it was set.
+        """
+        from metricad.thresholds import threshold_for
+
+        self._check_fitted()
+        scores = self.score_samples(images)
+        labels = np.zeros(len(scores), np.int64) if is_anomaly is None else np.asarray(is_anomaly).astype(np.int64)
+        if len(labels) != len(scores):
+            raise ValueError(f"is_anomaly has {len(labels)} labels for {len(scores)} images")
+        contamination = self.contamination if contamination is None else contamination
+        self.offset_ = threshold_for(scores, labels, mode, contamination=contamination, target_fpr=target_fpr)
+        self.threshold_ = {"mode": mode, "n_normal": int(np.sum(labels == 0)), "n_anomaly": int(np.sum(labels == 1))}
+        self.threshold_.update({"contamination": contamination} if mode == "contamination" else
+                               {"target_fpr": target_fpr} if mode == "fpr" else {})
+        return self
+
+    def normalized_score(self, scores) -> np.ndarray:
+        """Scores mapped monotonically to [0, 1) with the threshold at 0.5: ``score / (score + threshold)``."""
+        self._check_fitted()
+        scores = np.asarray(scores, dtype=np.float64)
+        return scores / (scores + self.offset_) if self.offset_ > 0 else (scores > 0).astype(np.float64)
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -190,7 +221,7 @@ class Detector:
         directory.mkdir(parents=True, exist_ok=True)
         config = dict(extra_config or {})
         config["model"] = self.model.metricad_config
-        config["detector"] = {**self.get_params(), "offset": self.offset_}
+        config["detector"] = {**self.get_params(), "offset": self.offset_, "threshold": self.threshold_}
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         anchors = {"embeddings": self.anchor_embeddings_.cpu().contiguous(),
                    "images": torch.from_numpy(np.ascontiguousarray(self.anchor_images_)),
@@ -210,7 +241,7 @@ class Detector:
         directory = Path(directory)
         config = read_config(directory)
         model = build_model_from_config(config, directory)
-        params = {k: v for k, v in config["detector"].items() if k != "offset"}
+        params = {k: v for k, v in config["detector"].items() if k not in ("offset", "threshold")}
         params.update({k: v for k, v in overrides.items() if v is not None})
         detector = cls(model, device=device, runtime=runtime, **params)
         detector._init_embedder()
@@ -229,8 +260,9 @@ class Detector:
         detector.anchor_indices_ = anchors["indices"].numpy()[keep]
         detector.anchor_images_ = images[keep]
         detector._set_anchor_embeddings(embeddings[keep])  # the threshold for these anchors and this k
-        if not reselect and overrides.get("k") is None:
-            detector.offset_ = float(config["detector"]["offset"])  # keeps a threshold set by set_threshold()
+        if not reselect and overrides.get("k") is None:  # keeps a calibrated or manual threshold
+            detector.offset_ = float(config["detector"]["offset"])
+            detector.threshold_ = config["detector"].get("threshold", {"mode": "leave-one-out"})
         return detector
 
 

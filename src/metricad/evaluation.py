@@ -26,6 +26,7 @@ def evaluate(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray) -> 
         "threshold": detector.offset_,
         "at_threshold": {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
                          "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+                         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
                          "false_positive_rate": fp / max(fp + tn, 1)},
     }
     return metrics, scores

@@ -14,17 +14,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
+
+import numpy as np
 
 import metricad
 from metricad.checkpoint import CHECKPOINT_FILE
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
+from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.detector import Detector, read_config
 from metricad.files import write_json
 from metricad.training import TrainConfig, train_embedding
 
 
 def load_split(data: dict, data_dir=None) -> AnomalySplit:
+    """The split a run's "data" section describes: Fashion-MNIST classes, or image folders."""
+    if data.get("dataset") == "folders":
+        return folder_split(data)[0]
     train, test = load_fashion_mnist(data_dir)
     return make_split(train, test, data["normal"], data["anomaly"], data.get("limit"), data.get("split_seed", 0))
 
@@ -52,6 +59,51 @@ def train_run(out: str | os.PathLike, config: TrainConfig, normal: int = 7, anom
                     "split_seed": config.seed},
            "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite}
     split = load_split(job["data"], data_dir)  # fails early (no data, bad classes) before anything is written
+    return _start(out, job, split, device, progress)
+
+
+def train_folder_run(out: str | os.PathLike, config: TrainConfig, normal_dir, reference_dir, val_dir=None,
+                     image_size: tuple[int, int] | None = None, channels: int | None = None,
+                     holdout: float | None = None, skip_bad_files: bool = False, threshold: dict | None = None,
+                     device=None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train on image folders (see ``data.folders``) and write the run directory ``out``.
+
+    ``image_size`` / ``channels`` default to what the normal images are (``infer_input_spec``). ``holdout``
+    (default 0.1 without ``val_dir``, else 0) keeps that fraction of the normal images out of training and
+    anchors to calibrate the threshold on. ``threshold``: ``{"mode": ..., "contamination"/"target_fpr": ...}``.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: choose another --out or pass --overwrite")
+    threshold = dict(threshold or {"mode": "contamination"})
+    if threshold["mode"] in ("f1", "fpr") and not val_dir:
+        raise ValueError(f"threshold mode {threshold['mode']!r} needs labelled images: pass --val-dir")
+    holdout = (0.0 if val_dir else 0.1) if holdout is None else holdout
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
+    if image_size is None or channels is None:
+        found_channels, found_size = infer_input_spec(list_images(normal_dir))
+        channels, image_size = channels or found_channels, image_size or found_size
+    if channels not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3, got {channels}")
+    data = {"dataset": "folders", "normal_dir": os.fspath(Path(normal_dir).resolve()),
+            "reference_dir": os.fspath(Path(reference_dir).resolve()) if reference_dir else None,
+            "val_dir": os.fspath(Path(val_dir).resolve()) if val_dir else None,
+            "image_size": list(image_size), "channels": channels, "holdout": holdout, "split_seed": config.seed,
+            "skip_bad_files": skip_bad_files}
+    config = TrainConfig.from_dict({**config.to_dict(), "model_kwargs": {
+        **config.model_kwargs, "input_size": list(image_size), "in_channels": channels}})
+    split, skipped = folder_split(data)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s), listed in {out}/skipped_files.json:", file=sys.stderr)
+        for path, reason in skipped[:10]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    job = {"metricad_version": metricad.__version__, "data": data, "training": config.to_dict(),
+           "detector": {}, "threshold": threshold, "overwrite": overwrite, "skipped_files": skipped}
+    return _start(out, job, split, device, progress)
+
+
+def _start(out: Path, job: dict, split: AnomalySplit, device, progress: bool) -> Path:
     work = partial_dir(out)
     if work.exists():
         shutil.rmtree(work)  # a stale partial run: this is a fresh start
@@ -85,6 +137,10 @@ def _train_in(work: Path, out: Path, job: dict, split: AnomalySplit, device, pro
             shutil.rmtree(work, ignore_errors=True)
         raise
     detector = Detector(model, device=device, **job["detector"]).fit(split.anchor_images)
+    if split.calibration_images is not None:  # else: the leave-one-out threshold over the anchors
+        detector.calibrate(split.calibration_images, split.calibration_is_anomaly, **job.get("threshold", {}))
+    if job.get("skipped_files"):
+        write_json(work / "skipped_files.json", job["skipped_files"])
     detector.save(work, extra_config={
         "metricad_version": job["metricad_version"], "data": job["data"], "training": job["training"],
         "training_seconds": sum(h["seconds"] for h in history)})
@@ -109,3 +165,15 @@ def run_split(run_dir: Path, data_dir=None) -> AnomalySplit:
     if "data" not in config:
         raise ValueError(f"{run_dir}/config.json has no 'data' section: it was not trained by metricad train")
     return load_split(config["data"], data_dir)
+
+
+def test_dir_split(test_dir, channels: int, size: tuple[int, int], skip_bad_files: bool = False) -> AnomalySplit:
+    """A split whose test images are ``test_dir``'s (good/ + anomalous sub-folders), at a model's input spec."""
+    from metricad.data.folders import read_labelled_dir
+
+    test = read_labelled_dir(test_dir, size, channels, skip_bad_files)
+    for path, reason in test.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    empty = np.empty((0, *test.images.shape[1:]), np.uint8)
+    return AnomalySplit(normal_class=0, anomaly_class=-1, train_images=empty, train_classes=np.empty(0, np.int64),
+                        anchor_images=empty, test_images=test.images, test_is_anomaly=test.is_anomaly)

@@ -14,7 +14,8 @@ class AnomalySplit:
     ``train_*``: every training image whose class is not the anomaly (normal + reference classes), with the
     original class labels kept (``to_training_labels`` turns them into binary or fine labels).
     ``anchor_images``: the normal training images. ``test_*``: test images of the normal and anomaly class;
-    ``test_is_anomaly`` is 1 for the anomaly class.
+    ``test_is_anomaly`` is 1 for the anomaly class. ``calibration_*`` (optional): images kept out of training
+    and anchors, on which the threshold is set (held-out normal images, or a labelled validation set).
     """
 
     normal_class: int
@@ -24,6 +25,8 @@ class AnomalySplit:
     anchor_images: np.ndarray
     test_images: np.ndarray
     test_is_anomaly: np.ndarray
+    calibration_images: np.ndarray | None = None
+    calibration_is_anomaly: np.ndarray | None = None
 
     def normal_label(self, scheme: str) -> int:
         """The label the normal class gets under ``training_labels(scheme)``."""

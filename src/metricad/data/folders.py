@@ -1,0 +1,172 @@
+"""Image folders as training and evaluation data: good parts, reference images, labelled validation/test sets.
+
+Layouts:
+- ``--normal-dir``: every image under it (recursively) is normal.
+- ``--reference-dir``: each sub-folder is a reference class (recursively); images directly inside form one class.
+- ``--val-dir`` / ``--test-dir``: ``good/`` holds normal images; every other sub-folder holds anomalies.
+
+Training images are ordered by file name (then path), whatever folder they are in, so a dataset exported with
+index-numbered names (``metricad export-dataset``) trains in its original order.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metricad.data.images import IMAGE_SUFFIXES, image_to_array
+
+MAX_DEFAULT_SIDE = 64  # default model input: the images' usual size, scaled down to at most this (CPU budget)
+
+
+class BadImageFiles(ValueError):
+    pass
+
+
+def list_images(directory: str | os.PathLike) -> list[Path]:
+    """Image files under ``directory`` (recursive), sorted; a clear error if it is missing or has none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    return paths
+
+
+def _image_groups(directory: Path) -> dict[str, list[Path]]:
+    """``{sub-folder name: its images}`` for each sub-folder holding images, plus ``{directory name: the
+    images directly inside}`` when there are any."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    groups = {}
+    for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
+        images = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            groups[sub.name] = images
+    loose = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        groups[directory.name] = loose
+    if not groups:
+        raise ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    return groups
+
+
+def reference_classes(directory: str | os.PathLike) -> dict[str, list[Path]]:
+    """Reference classes: one per sub-folder; images directly inside form one more class."""
+    return _image_groups(Path(directory))
+
+
+def labelled_subfolders(directory: str | os.PathLike, what: str) -> dict[str, list[Path]]:
+    """``{sub-folder name: images}`` of a ``good/`` + anomalies layout (``what`` names the option in errors)."""
+    groups = _image_groups(Path(directory))
+    if "good" not in groups:
+        raise ValueError(f"{what} {directory}: needs a good/ sub-folder of normal images (and sub-folders of "
+                         "anomalous images)")
+    return groups
+
+
+def infer_input_spec(paths: list[Path], sample: int = 256) -> tuple[int, tuple[int, int]]:
+    """``(channels, (height, width))`` read from image headers: grey if every sampled image is grey, else RGB;
+    the most common size, scaled down so its longer side is at most ``MAX_DEFAULT_SIDE``."""
+    from PIL import Image
+
+    modes, sizes = set(), collections.Counter()
+    for path in paths[:: max(1, len(paths) // sample)]:
+        try:
+            with Image.open(path) as img:
+                modes.add(img.mode)
+                sizes[(img.height, img.width)] += 1
+        except Exception:  # noqa: BLE001 - unreadable files are reported when the images are read
+            continue
+    if not sizes:
+        raise ValueError(f"none of the sampled images under {paths[0].parent} could be read")
+    channels = 1 if modes <= {"1", "L", "I", "I;16", "F"} else 3
+    height, width = sizes.most_common(1)[0][0]
+    scale = min(1.0, MAX_DEFAULT_SIDE / max(height, width))
+    return channels, (max(4, round(height * scale)), max(4, round(width * scale)))
+
+
+def read_images(paths: list[Path], size: tuple[int, int], channels: int,
+                skip_bad_files: bool = False) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
+    """Decode ``paths`` into one uint8 batch. A file that cannot be read is an error naming it, or, with
+    ``skip_bad_files``, left out and returned in ``skipped`` as ``(path, reason)``."""
+    from PIL import Image
+
+    arrays, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                arrays.append(image_to_array(img, size, channels))
+            kept.append(path)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
+            if not skip_bad_files:
+                raise BadImageFiles(f"{path}: not a readable image ({type(exc).__name__}: {exc}); "
+                                    "pass --skip-bad-files to leave such files out") from exc
+            skipped.append((os.fspath(path), f"{type(exc).__name__}: {exc}"))
+    if not arrays:
+        raise ValueError(f"no readable image among {len(paths)} files (first: {paths[0]})")
+    return np.stack(arrays), kept, skipped
+
+
+@dataclass
+class LabelledImages:
+    images: np.ndarray
+    is_anomaly: np.ndarray
+    paths: list[Path]
+    skipped: list[tuple[str, str]]
+
+
+def read_labelled_dir(directory, size, channels, skip_bad_files=False, what="--test-dir") -> LabelledImages:
+    groups = labelled_subfolders(directory, what)
+    paths = [p for name in groups for p in groups[name]]
+    images, kept, skipped = read_images(paths, size, channels, skip_bad_files)
+    anomalous = {p for name, ps in groups.items() if name != "good" for p in ps}
+    return LabelledImages(images, np.array([p in anomalous for p in kept], dtype=np.int64), kept, skipped)
+
+
+def folder_split(data: dict):
+    """The ``AnomalySplit`` of a folder run described by ``data`` (the run's ``config.json`` "data" section).
+
+    Normal images get class 0, reference classes 1..K in sub-folder order. With ``holdout`` > 0 that fraction
+    of the normal images (seeded) is kept out of training and anchors to calibrate the threshold on; with a
+    ``val_dir`` its images are the calibration set; its images are also the split's test images.
+    """
+    from metricad.data.split import AnomalySplit
+
+    size, channels, skip = tuple(data["image_size"]), data["channels"], data.get("skip_bad_files", False)
+    normal_paths = list_images(data["normal_dir"])
+    references = reference_classes(data["reference_dir"]) if data.get("reference_dir") else {}
+    if not references:
+        raise ValueError("training needs reference images besides the normal ones: pass --reference-dir")
+    rng = np.random.default_rng(data.get("split_seed", 0))
+    n_holdout = int(round(data.get("holdout", 0.0) * len(normal_paths)))
+    holdout = set(rng.choice(len(normal_paths), n_holdout, replace=False).tolist()) if n_holdout else set()
+    train_normal = [p for i, p in enumerate(normal_paths) if i not in holdout]
+    labelled = [(p, 0) for p in train_normal] + [(p, c) for c, ps in enumerate(references.values(), 1) for p in ps]
+    labelled.sort(key=lambda item: (item[0].name, os.fspath(item[0])))
+    train_images, kept, skipped = read_images([p for p, _ in labelled], size, channels, skip)
+    label_of = dict(labelled)
+    train_classes = np.array([label_of[p] for p in kept], dtype=np.int64)
+    if not np.any(train_classes == 0):
+        raise ValueError(f"{data['normal_dir']}: no readable normal training image left")
+    calibration = calibration_is_anomaly = None
+    test_images, test_is_anomaly = np.empty((0, *train_images.shape[1:]), np.uint8), np.empty(0, np.int64)
+    if data.get("val_dir"):
+        val = read_labelled_dir(data["val_dir"], size, channels, skip, what="--val-dir")
+        calibration, calibration_is_anomaly = val.images, val.is_anomaly
+        test_images, test_is_anomaly = val.images, val.is_anomaly
+        skipped += val.skipped
+    elif holdout:
+        held, _, bad = read_images([normal_paths[i] for i in sorted(holdout)], size, channels, skip)
+        calibration, calibration_is_anomaly = held, np.zeros(len(held), np.int64)
+        skipped += bad
+    return AnomalySplit(normal_class=0, anomaly_class=-1, train_images=train_images, train_classes=train_classes,
+                        anchor_images=train_images[train_classes == 0], test_images=test_images,
+                        test_is_anomaly=test_is_anomaly, calibration_images=calibration,
+                        calibration_is_anomaly=calibration_is_anomaly), skipped
