@@ -215,6 +215,17 @@ def cmd_export(args) -> None:
           f"output 'embeddings' (N, {detector.model.embedding_dim})")
 
 
+def cmd_export_dataset(args) -> None:
+    from metricad.data import load_fashion_mnist
+    from metricad.data.folders import export_split_to_folders
+
+    train, test = load_fashion_mnist(args.data_dir)
+    out = export_split_to_folders(args.out, train, test, args.normal, args.anomaly, CLASS_NAMES)
+    print(f"{out}: normal/, reference/<class>/, test/good/, test/<anomaly class>/ (PNG)")
+    print(f"train on it: metricad train --out RUN --normal-dir {out}/normal --reference-dir {out}/reference "
+          f"--holdout 0   then: metricad evaluate RUN --test-dir {out}/test")
+
+
 def _baseline_aucs(split) -> dict:
     from sklearn.metrics import roc_auc_score
 
@@ -350,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-dataset", help="write a Fashion-MNIST split as PNG folders (normal/, reference/, test/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--normal", type=int, default=7)
+    p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_export_dataset)
 
     p = sub.add_parser("compare", help="every method (baselines included) on one split: AUC over seeds, speed")
     p.add_argument("--out", required=True, help="directory for compare.md and compare.json")

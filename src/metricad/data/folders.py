@@ -170,3 +170,43 @@ def folder_split(data: dict):
                         anchor_images=train_images[train_classes == 0], test_images=test_images,
                         test_is_anomaly=test_is_anomaly, calibration_images=calibration,
                         calibration_is_anomaly=calibration_is_anomaly), skipped
+
+
+def export_split_to_folders(out: str | os.PathLike, train, test, normal: int, anomaly: int,
+                            class_names: list[str]) -> Path:
+    """Write a Fashion-MNIST split as PNG folders in the layout above, each file named by its index in the
+    original data so that training on the folders sees the images in the original order.
+
+    ``out/normal/``, ``out/reference/<class>/``, ``out/test/good/``, ``out/test/<anomaly class>/``; written into
+    a temporary sibling first and renamed when complete.
+    """
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists: choose another --out")
+    class_names = [name.replace("/", "-").replace(" ", "-") for name in class_names]  # folder-safe
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (train_x, train_y), (test_x, test_y) = train, test
+        for i, (image, label) in enumerate(zip(train_x, train_y)):
+            if label == anomaly:
+                continue
+            folder = tmp / "normal" if label == normal else tmp / "reference" / class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+        for i, (image, label) in enumerate(zip(test_x, test_y)):
+            if label not in (normal, anomaly):
+                continue
+            folder = tmp / "test" / ("good" if label == normal else class_names[label])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
