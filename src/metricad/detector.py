@@ -203,6 +203,32 @@ class Detector:
                                {"target_fpr": target_fpr} if mode == "fpr" else {})
         return self
 
+    def explain(self, images, method: str = "feature-diff"):
+        """Heat-maps of where each image differs from normal, with its score and nearest anchor (see
+        ``metricad.explain`` for the methods). Runs the torch model whatever the runtime."""
+        from metricad.explain import EXPLAIN_METHODS, Explanation, distance_gradcam, feature_difference
+
+        if method not in EXPLAIN_METHODS:
+            raise ValueError(f"method must be one of {', '.join(EXPLAIN_METHODS)}, got {method!r}")
+        self._check_fitted()
+        x = to_model_input(images, *self.input_spec).to(self.device_)
+        model = self.model.to(self.device_).eval()
+        with torch.inference_mode():
+            embeddings = model(x)
+        distances, nearest = self.index_.search(embeddings, 1)
+        nearest = nearest[:, 0].cpu()
+        maps = []
+        for i in range(0, len(x), self.batch_size):
+            batch, idx = x[i:i + self.batch_size], nearest[i:i + self.batch_size]
+            if method == "gradcam":
+                maps.append(distance_gradcam(model, batch, self.anchor_embeddings_[idx.to(self.device_)]))
+            else:
+                anchors = to_model_input(self.anchor_images_[idx.numpy()], *self.input_spec).to(self.device_)
+                maps.append(feature_difference(model, batch, anchors))
+        heatmaps = torch.cat(maps) if maps else torch.empty(0, *self.input_spec[1])
+        return Explanation(heatmaps.cpu().numpy(), self.score_samples(images), nearest.numpy(),
+                           distances[:, 0].cpu().numpy())
+
     def normalized_score(self, scores) -> np.ndarray:
         """Scores mapped monotonically to [0, 1) with the threshold at 0.5: ``score / (score + threshold)``."""
         self._check_fitted()

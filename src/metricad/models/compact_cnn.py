@@ -36,6 +36,10 @@ class CompactCNN(nn.Module):
         """The last feature map ``(N, w3, H/4, W/4)``."""
         return self.features(x)
 
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The second block's feature map (half resolution), where heat-maps compare an image with its anchor."""
+        return self.features[:3](x)
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         embedding = self.head(features.flatten(1))
         return nn.functional.normalize(embedding, dim=1) if self.normalize else embedding

@@ -27,6 +27,10 @@ class SeedMobileNetV2(nn.Module):
         """The last feature map ``(N, 1280, 3, 3)`` (used by heat-map explanations)."""
         return self.features(self.upsample(x))
 
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """An early, high-resolution feature map (stem + first block) for heat-maps."""
+        return self.features[:2](self.upsample(x))
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features.mean(dim=(2, 3)))
 
