@@ -226,6 +226,53 @@ def cmd_export_dataset(args) -> None:
           f"--holdout 0   then: metricad evaluate RUN --test-dir {out}/test")
 
 
+def cmd_explain(args) -> None:
+    from metricad.explain import explanation_figure
+    from metricad.files import atomic_write
+
+    detector = Detector.load(args.run, device=args.device)
+    channels, size = detector.input_spec
+    names, images = load_images(args.files, size, channels)
+    explanation = detector.explain(images, method=args.method)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["path,score,label,nearest_anchor,figure"]
+    for i, name in enumerate(names):
+        figure = out / f"{i:04d}-{Path(name.split('[')[0]).stem}.png"
+        fig = explanation_figure(images[i], explanation.heatmaps[i],
+                                 detector.anchor_images_[explanation.nearest_anchor[i]], explanation.scores[i],
+                                 detector.offset_, Path(name).name)
+        atomic_write(figure, lambda p, fig=fig: fig.savefig(p, format="png", dpi=110))
+        label = "anomaly" if explanation.scores[i] > detector.offset_ else "normal"
+        lines.append(f"{name},{explanation.scores[i]:.6f},{label},{int(explanation.nearest_anchor[i])},{figure}")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    write_text(out / "explanations.csv", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def cmd_report(args) -> None:
+    from metricad.report import build_report, write_report
+    from metricad.runs import run_split, test_dir_split
+
+    run = Path(args.run)
+    detector = Detector.load(run, device=args.device)
+    split = (test_dir_split(args.test_dir, *detector.input_spec, args.skip_bad_files) if args.test_dir
+             else run_split(run, args.data_dir))
+    if len(np.unique(split.test_is_anomaly)) < 2:
+        raise ValueError(f"{run}: a report needs normal and anomalous test images (pass --test-dir with good/ and "
+                         "anomalous sub-folders)")
+    config = read_config(run)
+    details = {"run": str(run), "model": config["model"]["name"],
+               "training": ", ".join(f"{k} {config.get('training', {}).get(k)}" for k in ("loss", "labels", "epochs")),
+               "anchors": detector.index_.ntotal, "test set": args.test_dir or "the run's test split"}
+    page, metrics = build_report(detector, split.test_images, split.test_is_anomaly, f"metricad report: {run.name}",
+                                 details)
+    out = write_report(Path(args.out) if args.out else run / "report.html", page)
+    print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")
+
+
 def _baseline_aucs(split) -> dict:
     from sklearn.metrics import roc_auc_score
 
@@ -361,6 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("explain", help="heat-maps of where images differ from normal, beside their nearest anchor")
+    p.add_argument("run")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--out", required=True, help="directory for one figure per image and explanations.csv")
+    p.add_argument("--method", choices=("feature-diff", "gradcam"), default="feature-diff")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: ROC, histograms, confusion matrix, examples")
+    p.add_argument("run")
+    p.add_argument("--test-dir", help="your test images: good/ + anomalous sub-folders (default: the run's split)")
+    p.add_argument("--out", help="HTML file (default RUN/report.html)")
+    p.add_argument("--skip-bad-files", action="store_true")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export-dataset", help="write a Fashion-MNIST split as PNG folders (normal/, reference/, test/)")
     p.add_argument("--out", required=True)

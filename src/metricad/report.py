@@ -1,0 +1,140 @@
+"""One self-contained HTML page about a run on its test images: ROC, score histograms, the confusion matrix at
+the threshold, and the extremes with heat-maps. Figures are embedded as base64 PNGs, so the page is one file
+that can be mailed or archived."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from metricad.detector import Detector
+from metricad.evaluation import evaluate
+from metricad.files import write_text
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _roc_figure(truth, scores, auc):
+    plt = _plots()
+    fpr, tpr, _ = roc_curve(truth, scores)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(fpr, tpr, label=f"AUC {auc:.4f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _histogram_figure(truth, scores, threshold):
+    plt = _plots()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    top = max(float(np.quantile(scores, 0.99)), threshold * 1.1)  # a few far outliers would squash the rest
+    bins = np.linspace(scores.min(), top, 50)
+    clipped = np.minimum(scores, top)  # the last bin holds everything above
+    ax.hist(clipped[truth == 0], bins=bins, alpha=0.6, label="normal")
+    ax.hist(clipped[truth == 1], bins=bins, alpha=0.6, label="anomalous")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel(f"anomaly score (distance to the nearest anchor; last bin: >= {top:.2f})")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _gallery(images, heatmaps, scores, threshold):
+    plt = _plots()
+    n = len(images)
+    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.5 * max(n, 1), 3.4), squeeze=False)
+    for i in range(n):
+        image = images[i] if images[i].ndim == 2 else images[i].transpose(1, 2, 0)
+        for row in (0, 1):
+            axes[row, i].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[row, i].axis("off")
+        axes[1, i].imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[0, i].set_title(f"{scores[i]:.3f}" + (" NG" if scores[i] > threshold else " OK"), fontsize=8)
+    for ax in axes.flat[2 * n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def build_report(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
+                 details: dict | None = None, n_examples: int = 8) -> tuple[str, dict]:
+    """The HTML page and the metrics it shows."""
+    metrics, scores = evaluate(detector, images, is_anomaly)
+    truth = np.asarray(is_anomaly).astype(int)
+    at = metrics["at_threshold"]
+    anomalous = np.flatnonzero(truth == 1)
+    most_anomalous = np.argsort(-scores)[:n_examples]
+    hardest = anomalous[np.argsort(scores[anomalous])][:n_examples]  # anomalies that look most normal
+    galleries = []
+    for indices, caption in ((most_anomalous, "The most anomalous test images (score; heat-map below)"),
+                             (hardest, "The most normal-looking anomalies (missed first if below the threshold)")):
+        if len(indices):
+            explanation = detector.explain(images[indices])
+            galleries.append((caption, _gallery(images[indices], explanation.heatmaps, scores[indices],
+                                                detector.offset_)))
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in (details or {}).items())
+    confusion = (f"<table class='cm'><tr><th></th><th>predicted normal</th><th>predicted anomaly</th></tr>"
+                 f"<tr><th>normal</th><td>{at['tn']}</td><td>{at['fp']}</td></tr>"
+                 f"<tr><th>anomalous</th><td>{at['fn']}</td><td>{at['tp']}</td></tr></table>")
+    figures = "".join(f"<figure><img alt='{html.escape(c)}' src='{src}'><figcaption>{html.escape(c)}"
+                      f"</figcaption></figure>" for c, src in galleries)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}
+.cm td {{ text-align: right; min-width: 6em; }} figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<table>{rows}
+<tr><th>test images</th><td>{metrics['n_test_normal']} normal, {metrics['n_test_anomaly']} anomalous</td></tr>
+<tr><th>ROC AUC</th><td>{metrics['auc']:.4f}</td></tr>
+<tr><th>average precision</th><td>{metrics['average_precision']:.4f}</td></tr>
+<tr><th>threshold</th><td>{metrics['threshold']:.4f} ({html.escape(str(detector.threshold_.get('mode')))})</td></tr>
+<tr><th>at the threshold</th><td>precision {at['precision']:.3f}, recall {at['recall']:.3f}, F1 {at['f1']:.3f},
+false-positive rate {at['false_positive_rate']:.3f}</td></tr>
+</table>
+<div class="row">
+<figure><img alt="ROC curve" src="{_roc_figure(truth, scores, metrics['auc'])}"><figcaption>ROC curve</figcaption></figure>
+<figure><img alt="score histograms" src="{_histogram_figure(truth, scores, detector.offset_)}">
+<figcaption>Scores of normal and anomalous test images, and the threshold</figcaption></figure>
+</div>
+<h2>Confusion matrix at the threshold</h2>
+{confusion}
+<h2>Examples</h2>
+{figures}
+</body></html>
+"""
+    return page, metrics
+
+
+def write_report(path: str | Path, page: str) -> Path:
+    return write_text(path, page)
