@@ -138,7 +138,7 @@ def main() -> None:
             rows.append({"model": name, **run_load(run, max_batch, args.clients, args.duration, args.runtime,
                                                   payloads)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"| model | runtime | --max-batch | clients | seconds | requests | errors | images/s | p50 ms | p99 ms |")
+    print("| model | runtime | --max-batch | clients | seconds | requests | errors | images/s | p50 ms | p99 ms |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['runtime']} | {r['max_batch']} | {r['clients']} | {r['seconds']:.0f} | "
