@@ -168,3 +168,35 @@ def test_decode_fuzz_only_ever_raises_bad_image(data, cut, flip):
         except BadImage:
             continue
         assert out.shape == (28, 28) and out.dtype == np.uint8
+
+
+def test_schemathesis_fuzz_of_the_live_service_finds_no_server_error(trained_run, tmp_path):
+    """A short version of benchmarks/fuzz_service.sh: the real server on loopback, fuzzed from its OpenAPI."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "metricad.cli", "serve", str(trained_run), "--port", str(port),
+                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        result = subprocess.run([str(Path(sys.executable).parent / "st"), "run",
+                                 f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--exclude-checks",
+                                 "positive_data_acceptance", "--max-examples", "40", "--generation-deterministic",
+                                 "--request-timeout", "30"], capture_output=True, text=True, timeout=300,
+                                cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "passed" in result.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
