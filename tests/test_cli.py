@@ -123,3 +123,16 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--methods", "pca,nope"])
     assert "methods must be among" in capsys.readouterr().err
+
+
+def test_compare_several_pairs_into_one_file(tmp_path, fake_fashion_dir, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--pairs", "7:9,0:6",
+                 "--methods", "raw-pixels,pca", "--seeds", "0"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert [(p["normal"], p["anomaly"]) for p in report["pairs"]] == [(7, 9), (0, 6)]
+    markdown = (out / "compare.md").read_text()
+    assert "sneaker (normal, 7) vs ankle boot" in markdown and "t-shirt/top (normal, 0) vs shirt" in markdown
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", str(out), "--pairs", "7-9"])
+    assert "NORMAL:ANOMALY" in capsys.readouterr().err

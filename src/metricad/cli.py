@@ -336,27 +336,42 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _pair_list(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected NORMAL:ANOMALY pairs such as 7:9,0:6, got {text!r}")
+    return pairs
+
+
 def cmd_compare(args) -> None:
     from metricad import compare
     from metricad.runs import load_split
 
-    split = load_split({"normal": args.normal, "anomaly": args.anomaly, "limit": args.limit}, args.data_dir)
     base = replace(PRESETS["default"], **({"epochs": args.epochs} if args.epochs else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     def show(row):
-        print(f"  seed {row['seed']}  {row['method']:<12} AUC {row['auc']:.4f}  trained in {row['train_seconds']:.0f} s",
-              file=sys.stderr)
+        print(f"  {row['normal']}/{row['anomaly']}  seed {row['seed']}  {row['method']:<12} AUC {row['auc']:.4f}  "
+              f"trained in {row['train_seconds']:.0f} s", file=sys.stderr)
 
-    rows = compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
-    summary = compare.summarize(rows)
-    title = (f"{CLASS_NAMES[args.normal]} (normal, {args.normal}) vs {CLASS_NAMES[args.anomaly]} "
-             f"(anomaly, {args.anomaly}), seeds {','.join(map(str, args.seeds))}")
-    markdown = compare.summary_markdown(summary, title)
-    write_json(out / "compare.json", {"rows": rows, "summary": summary})
-    write_text(out / "compare.md", markdown)
-    print(markdown)
+    results, sections = [], []
+    for normal, anomaly in args.pairs or [(args.normal, args.anomaly)]:
+        split = load_split({"normal": normal, "anomaly": anomaly, "limit": args.limit}, args.data_dir)
+        rows = compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
+        summary = compare.summarize(rows)
+        title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {CLASS_NAMES[anomaly]} (anomaly, {anomaly}), "
+                 f"seeds {','.join(map(str, args.seeds))}")
+        results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
+        sections.append(compare.summary_markdown(summary, title))
+        # Written after every pair: a long comparison keeps what it has measured.
+        single = len(results) == 1 and not args.pairs
+        write_json(out / "compare.json", {"rows": rows, "summary": summary} if single else {"pairs": results})
+        write_text(out / "compare.md", "\n".join(sections))
+        print(sections[-1])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
     p.add_argument("--normal", type=int, default=7)
     p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
+                   "(instead of --normal/--anomaly)")
     p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
     p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
