@@ -89,7 +89,7 @@ def test_reproduce_end_to_end(tmp_path, fake_fashion_dir, capsys):
     out = capsys.readouterr().out
     assert "metricad AUC sneaker (normal) vs ankle boot (anomaly)" in out
     assert all(name in out for name in ("raw-pixels", "pca", "iforest"))
-    assert {"figure.png", "metrics.json", "benchmark.json", "benchmark.md"} <= {p.name for p in run.iterdir()}
+    assert {"figure.png", "metrics.json", "benchmark.json", "benchmark.md", "report.html"} <= {p.name for p in run.iterdir()}
     assert main(["reproduce", "--out", str(run), "--data-dir", str(fake_fashion_dir)]) == 2  # never clobbers
     assert "already exists" in capsys.readouterr().err
 

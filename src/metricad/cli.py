@@ -252,24 +252,30 @@ def cmd_explain(args) -> None:
     print("\n".join(lines))
 
 
-def cmd_report(args) -> None:
+def _write_report(run: Path, detector: Detector, split, test_set: str, out: Path) -> tuple[Path, dict]:
     from metricad.report import build_report, write_report
-    from metricad.runs import run_split, test_dir_split
 
-    run = Path(args.run)
-    detector = Detector.load(run, device=args.device)
-    split = (test_dir_split(args.test_dir, *detector.input_spec, args.skip_bad_files) if args.test_dir
-             else run_split(run, args.data_dir))
     if len(np.unique(split.test_is_anomaly)) < 2:
         raise ValueError(f"{run}: a report needs normal and anomalous test images (pass --test-dir with good/ and "
                          "anomalous sub-folders)")
     config = read_config(run)
     details = {"run": str(run), "model": config["model"]["name"],
                "training": ", ".join(f"{k} {config.get('training', {}).get(k)}" for k in ("loss", "labels", "epochs")),
-               "anchors": detector.index_.ntotal, "test set": args.test_dir or "the run's test split"}
+               "anchors": detector.index_.ntotal, "test set": test_set}
     page, metrics = build_report(detector, split.test_images, split.test_is_anomaly, f"metricad report: {run.name}",
                                  details)
-    out = write_report(Path(args.out) if args.out else run / "report.html", page)
+    return write_report(out, page), metrics
+
+
+def cmd_report(args) -> None:
+    from metricad.runs import run_split, test_dir_split
+
+    run = Path(args.run)
+    detector = Detector.load(run, device=args.device)
+    split = (test_dir_split(args.test_dir, *detector.input_spec, args.skip_bad_files) if args.test_dir
+             else run_split(run, args.data_dir))
+    out, metrics = _write_report(run, detector, split, args.test_dir or "the run's test split",
+                                 Path(args.out) if args.out else run / "report.html")
     print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")
 
 
@@ -293,10 +299,11 @@ def cmd_reproduce(args) -> None:
 
     start = time.perf_counter()
     run = _train(args)
-    _, split, metrics, scores = _evaluate(run, args.data_dir, device=args.device)
+    detector, split, metrics, scores = _evaluate(run, args.data_dir, device=args.device)
     anchor_counts = [n for n in ORIGINAL_ANCHOR_COUNTS if n <= len(split.anchor_images)]
     markdown = _benchmark(run, anchor_counts, [1, 20], args.data_dir, args.device, RUNTIMES)
     plot_extremes(split.test_images, split.test_is_anomaly, scores, run / "figure.png")
+    report, _ = _write_report(run, detector, split, "the run's test split", run / "report.html")
     baselines = _baseline_aucs(split)
     update_json(run / "metrics.json", {"baselines": baselines})
     config = read_config(run)
@@ -309,7 +316,7 @@ def cmd_reproduce(args) -> None:
           f" {config['training']['epochs']} epochs in {config['training_seconds']:.0f} s")
     print(f"metricad AUC {CLASS_NAMES[args.normal]} (normal) vs {CLASS_NAMES[args.anomaly]} (anomaly): "
           f"{metrics['auc']:.4f}   (original post, sneaker vs ankle boot: 0.9066)")
-    print(f"figure: {run / 'figure.png'}   total wall time {time.perf_counter() - start:.0f} s")
+    print(f"figure: {run / 'figure.png'}   report: {report}   total wall time {time.perf_counter() - start:.0f} s")
 
 
 def cmd_serve(args) -> None:
