@@ -136,3 +136,12 @@ def test_compare_several_pairs_into_one_file(tmp_path, fake_fashion_dir, capsys)
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--pairs", "7-9"])
     assert "NORMAL:ANOMALY" in capsys.readouterr().err
+
+
+def test_compare_on_a_validation_split(tmp_path, fake_fashion_dir, capsys):
+    out = tmp_path / "val"
+    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--validation", "5",
+                 "--methods", "raw-pixels", "--seeds", "0"]) == 0
+    assert "vs sandal (anomaly, 5)" in (out / "compare.md").read_text() and "VALIDATION" in capsys.readouterr().out
+    row = json.loads((out / "compare.json").read_text())["rows"][0]
+    assert row["anomaly"] == 5

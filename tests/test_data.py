@@ -76,3 +76,21 @@ def test_split_follows_the_experiment(fake_fashion_dir):
     for bad, match in (({"normal": 11}, "--normal 11"), ({"anomaly": 7}, "must differ"), ({"limit": 0}, "--limit")):
         with pytest.raises(ValueError, match=match):
             make_split(train, test, **{"normal": 7, "anomaly": 9, **bad})
+
+
+def test_validation_split_uses_training_images_only():
+    from metricad.data import make_split, validation_split
+
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 255, (300, 28, 28)).astype(np.uint8), np.repeat(np.arange(10), 30))
+    test = (rng.integers(0, 255, (100, 28, 28)).astype(np.uint8), np.repeat(np.arange(10), 10))
+    split = make_split(train, test, normal=7, anomaly=9)
+    val = validation_split(split, stand_in_anomaly=5, fraction=0.2)
+    assert val.anomaly_class == 5 and 5 not in val.train_classes and 9 not in val.train_classes
+    assert len(val.anchor_images) == 24 and val.test_is_anomaly.tolist() == [0] * 6 + [1] * 30
+    held_out = val.test_images[:6]
+    train_rows = {img.tobytes() for img in split.train_images}
+    assert all(img.tobytes() in train_rows for img in val.test_images)  # nothing from the test split
+    assert not {img.tobytes() for img in held_out} & {img.tobytes() for img in val.anchor_images}
+    with pytest.raises(ValueError, match="reference class"):
+        validation_split(split, stand_in_anomaly=7)

@@ -368,10 +368,16 @@ def cmd_compare(args) -> None:
     results, sections = [], []
     for normal, anomaly in args.pairs or [(args.normal, args.anomaly)]:
         split = load_split({"normal": normal, "anomaly": anomaly, "limit": args.limit}, args.data_dir)
+        if args.validation is not None:  # never the test images nor the anomaly: for choosing settings
+            from metricad.data import validation_split
+
+            split = validation_split(split, args.validation, seed=args.seeds[0])
+            anomaly = args.validation
         rows = compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
         summary = compare.summarize(rows)
         title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {CLASS_NAMES[anomaly]} (anomaly, {anomaly}), "
-                 f"seeds {','.join(map(str, args.seeds))}")
+                 f"seeds {','.join(map(str, args.seeds))}"
+                 + (" - VALIDATION: held-out training images only" if args.validation is not None else ""))
         results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
         sections.append(compare.summary_markdown(summary, title))
         # Written after every pair: a long comparison keeps what it has measured.
@@ -462,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
                    "(instead of --normal/--anomaly)")
     p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
+    p.add_argument("--validation", type=int, metavar="CLASS", help="compare on a validation split instead: "
+                   "10 %% of the normal training images against reference class CLASS, both left out of "
+                   "training (to choose settings without the test images or the anomalous class)")
     p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
     p.add_argument("--limit", type=int, help="at most this many training images per class")

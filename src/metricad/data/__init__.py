@@ -2,7 +2,7 @@
 
 from metricad.data.fashion_mnist import CLASS_NAMES, DataNotFoundError, load_fashion_mnist, locate, read_idx
 from metricad.data.images import load_images
-from metricad.data.split import AnomalySplit, make_split
+from metricad.data.split import AnomalySplit, make_split, validation_split
 
 __all__ = ["CLASS_NAMES", "AnomalySplit", "DataNotFoundError", "load_fashion_mnist", "load_images", "locate",
-           "make_split", "read_idx"]
+           "make_split", "read_idx", "validation_split"]

@@ -74,3 +74,30 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         test_images=test_x[test_mask],
         test_is_anomaly=(test_y[test_mask] == anomaly).astype(np.int64),
     )
+
+
+def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float = 0.1,
+                     seed: int = 0) -> AnomalySplit:
+    """A split for choosing hyper-parameters without the test images or the anomalous class.
+
+    From ``split``'s training data only: the reference class ``stand_in_anomaly`` is removed from training and
+    plays the anomaly; ``fraction`` of the normal images (seeded) are removed from training and anchors and play
+    the normal test images. The test images are then the held-out normals and the stand-in class's images.
+    """
+    if stand_in_anomaly == split.normal_class or stand_in_anomaly not in set(split.train_classes.tolist()):
+        raise ValueError(f"the stand-in anomaly must be a reference class of the training data, got "
+                         f"{stand_in_anomaly}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction of normal images must be in (0, 1), got {fraction}")
+    normal_idx = np.flatnonzero(split.train_classes == split.normal_class)
+    rng = np.random.default_rng(seed)
+    held_out = np.sort(rng.choice(normal_idx, int(round(fraction * len(normal_idx))), replace=False))
+    stand_in = np.flatnonzero(split.train_classes == stand_in_anomaly)
+    keep = np.setdiff1d(np.arange(len(split.train_classes)), np.concatenate([held_out, stand_in]))
+    train_images, train_classes = split.train_images[keep], split.train_classes[keep]
+    return AnomalySplit(
+        normal_class=split.normal_class, anomaly_class=stand_in_anomaly,
+        train_images=train_images, train_classes=train_classes,
+        anchor_images=train_images[train_classes == split.normal_class],
+        test_images=np.concatenate([split.train_images[held_out], split.train_images[stand_in]]),
+        test_is_anomaly=np.r_[np.zeros(len(held_out), np.int64), np.ones(len(stand_in), np.int64)])
