@@ -333,7 +333,7 @@ def cmd_serve(args) -> None:
                            max_pixels=args.max_pixels)
     print(f"serving {run} on http://{args.host}:{args.port} (POST /score, GET /health, GET /info, /docs); "
           f"batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms", file=sys.stderr)
-    serve(run, args.host, args.port, limits, args.device, args.runtime)
+    serve(run, args.host, args.port, limits, args.device, args.runtime, args.threads)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -487,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=20.0, help="reject larger request bodies (413)")
     p.add_argument("--max-files", type=int, default=64, help="reject requests with more image files (413)")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
+    p.add_argument("--threads", type=int, help="torch threads for scoring (default: all cores but one, which "
+                   "HTTP handling needs)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.add_argument("--device")
     p.set_defaults(func=cmd_serve)

@@ -27,7 +27,7 @@ class BatchResult:
 
 class MicroBatcher:
     def __init__(self, score_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
-                 max_wait_ms: float = 5.0):
+                 max_wait_ms: float = 5.0, thread_setup: Callable[[], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -35,7 +35,9 @@ class MicroBatcher:
         self.score_batch, self.max_batch, self.max_wait = score_batch, max_batch, max_wait_ms / 1000
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metricad-score")
+        # thread_setup runs once in the scoring thread (e.g. torch's thread count, a per-thread setting of OpenMP).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metricad-score",
+                                            initializer=thread_setup)
         self.batches_scored = 0
 
     async def start(self) -> None:
