@@ -487,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=20.0, help="reject larger request bodies (413)")
     p.add_argument("--max-files", type=int, default=64, help="reject requests with more image files (413)")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
-    p.add_argument("--threads", type=int, help="torch threads for scoring (default: all cores but one, which "
-                   "HTTP handling needs)")
+    p.add_argument("--threads", type=int, help="torch threads for scoring (default: all cores with batching; "
+                   "all but one, which HTTP handling needs, with --max-batch 1)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.add_argument("--device")
     p.set_defaults(func=cmd_serve)
