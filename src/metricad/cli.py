@@ -1,4 +1,5 @@
-"""The ``metricad`` command line: train, evaluate, score, benchmark, export, compare, serve, reproduce."""
+"""The ``metricad`` command line: train, evaluate, score, explain, report, serve, benchmark, export, compare,
+export-dataset, reproduce."""
 
 from __future__ import annotations
 
@@ -399,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="ROC AUC on the run's test split; writes RUN/metrics.json")
+    p = sub.add_parser("evaluate", help="ROC AUC and metrics at the threshold on the run's test split or --test-dir; "
+                       "writes RUN/metrics.json")
     p.add_argument("run")
     p.add_argument("--anchors", type=int, help="use N of the stored anchors (the first N unless --anchor-sampling)")
     p.add_argument("--anchor-sampling", choices=("first", "random"), help="which N anchors: first (default) or random")
