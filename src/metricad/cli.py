@@ -107,9 +107,8 @@ def _train(args) -> Path:
 
         print(f"training {config.model} with the {config.loss} loss on {args.normal_dir} (normal) and "
               f"{args.reference_dir} (reference)", file=sys.stderr)
-        threshold = {"mode": args.threshold_mode}
-        threshold.update({"contamination": args.contamination} if args.threshold_mode == "contamination" else
-                         {"target_fpr": args.target_fpr} if args.threshold_mode == "fpr" else {})
+        threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
+                     "target_fpr": args.target_fpr}  # Detector.calibrate uses and records what the mode needs
         return train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
                                 args.image_size, args.channels, args.holdout, args.skip_bad_files, threshold,
                                 args.device, args.overwrite)
@@ -131,17 +130,25 @@ def cmd_train(args) -> None:
     print(_train(args))
 
 
-def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch", anchor_sampling=None,
-              random_state=None, test_dir=None, skip_bad_files=False):
-    from metricad.evaluation import evaluate
-    from metricad.runs import run_split, test_dir_split, update_json
+def _test_split(run: Path, detector: Detector, test_dir=None, data_dir=None, skip_bad_files=False):
+    """The run's own test split, or ``test_dir`` at the model's input spec; it must hold both kinds of image."""
+    from metricad.runs import run_split, test_dir_split
 
-    detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k,
-                             anchor_sampling=anchor_sampling, random_state=random_state)
     split = test_dir_split(test_dir, *detector.input_spec, skip_bad_files) if test_dir else run_split(run, data_dir)
     if len(np.unique(split.test_is_anomaly)) < 2:
         raise ValueError(f"{run}: the test images need both normal and anomalous ones to compute an AUC "
                          "(pass --test-dir with good/ and anomalous sub-folders)")
+    return split
+
+
+def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch", anchor_sampling=None,
+              random_state=None, test_dir=None, skip_bad_files=False):
+    from metricad.evaluation import evaluate
+    from metricad.runs import update_json
+
+    detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k,
+                             anchor_sampling=anchor_sampling, random_state=random_state)
+    split = _test_split(run, detector, test_dir, data_dir, skip_bad_files)
     metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
     if test_dir:
         metrics["test_dir"] = str(test_dir)
@@ -165,14 +172,10 @@ def cmd_score(args) -> None:
     names, images = load_images(args.files, size, channels)
     scores = detector.score_samples(images)
     labels = np.where(scores > detector.offset_, "anomaly", "normal")
-    if args.normalized:
-        print("path,score,label,normalized_score")
-        for name, score, label, norm in zip(names, scores, labels, detector.normalized_score(scores)):
-            print(f"{name},{score:.6f},{label},{norm:.6f}")
-    else:
-        print("path,score,label")
-        for name, score, label in zip(names, scores, labels):
-            print(f"{name},{score:.6f},{label}")
+    normalized = detector.normalized_score(scores) if args.normalized else None
+    print("path,score,label" + (",normalized_score" if args.normalized else ""))
+    for i, (name, score, label) in enumerate(zip(names, scores, labels)):
+        print(f"{name},{score:.6f},{label}" + (f",{normalized[i]:.6f}" if args.normalized else ""))
 
 
 def _benchmark(run: Path, anchor_counts, batch_sizes, data_dir=None, device=None, runtimes=("torch",)) -> str:
@@ -228,6 +231,8 @@ def cmd_export_dataset(args) -> None:
 
 
 def cmd_explain(args) -> None:
+    import matplotlib.pyplot as plt
+
     from metricad.explain import explanation_figure
     from metricad.files import atomic_write
 
@@ -244,11 +249,9 @@ def cmd_explain(args) -> None:
                                  detector.anchor_images_[explanation.nearest_anchor[i]], explanation.scores[i],
                                  detector.offset_, Path(name).name)
         atomic_write(figure, lambda p, fig=fig: fig.savefig(p, format="png", dpi=110))
+        plt.close(fig)
         label = "anomaly" if explanation.scores[i] > detector.offset_ else "normal"
         lines.append(f"{name},{explanation.scores[i]:.6f},{label},{int(explanation.nearest_anchor[i])},{figure}")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
     write_text(out / "explanations.csv", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -256,9 +259,6 @@ def cmd_explain(args) -> None:
 def _write_report(run: Path, detector: Detector, split, test_set: str, out: Path) -> tuple[Path, dict]:
     from metricad.report import build_report, write_report
 
-    if len(np.unique(split.test_is_anomaly)) < 2:
-        raise ValueError(f"{run}: a report needs normal and anomalous test images (pass --test-dir with good/ and "
-                         "anomalous sub-folders)")
     config = read_config(run)
     details = {"run": str(run), "model": config["model"]["name"],
                "training": ", ".join(f"{k} {config.get('training', {}).get(k)}" for k in ("loss", "labels", "epochs")),
@@ -269,12 +269,9 @@ def _write_report(run: Path, detector: Detector, split, test_set: str, out: Path
 
 
 def cmd_report(args) -> None:
-    from metricad.runs import run_split, test_dir_split
-
     run = Path(args.run)
     detector = Detector.load(run, device=args.device)
-    split = (test_dir_split(args.test_dir, *detector.input_spec, args.skip_bad_files) if args.test_dir
-             else run_split(run, args.data_dir))
+    split = _test_split(run, detector, args.test_dir, args.data_dir, args.skip_bad_files)
     out, metrics = _write_report(run, detector, split, args.test_dir or "the run's test split",
                                  Path(args.out) if args.out else run / "report.html")
     print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")

@@ -215,8 +215,8 @@ class Detector:
         model = self.model.to(self.device_).eval()
         with torch.inference_mode():
             embeddings = model(x)
-        distances, nearest = self.index_.search(embeddings, 1)
-        nearest = nearest[:, 0].cpu()
+        distances, indices = self.index_.search(embeddings, self.k)  # the score and the nearest anchor at once
+        nearest = indices[:, 0].cpu()
         maps = []
         for i in range(0, len(x), self.batch_size):
             batch, idx = x[i:i + self.batch_size], nearest[i:i + self.batch_size]
@@ -226,7 +226,7 @@ class Detector:
                 anchors = to_model_input(self.anchor_images_[idx.numpy()], *self.input_spec).to(self.device_)
                 maps.append(feature_difference(model, batch, anchors))
         heatmaps = torch.cat(maps) if maps else torch.empty(0, *self.input_spec[1])
-        return Explanation(heatmaps.cpu().numpy(), self.score_samples(images), nearest.numpy(),
+        return Explanation(heatmaps.cpu().numpy(), distances.mean(1).cpu().numpy(), nearest.numpy(),
                            distances[:, 0].cpu().numpy())
 
     def normalized_score(self, scores) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metricad.data.images import IMAGE_SUFFIXES, image_to_array
+from metricad.data.images import IMAGE_SUFFIXES, read_image
 
 MAX_DEFAULT_SIDE = 64  # default model input: the images' usual size, scaled down to at most this (CPU budget)
 
@@ -27,14 +27,22 @@ class BadImageFiles(ValueError):
     pass
 
 
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _no_images(directory: Path) -> ValueError:
+    return ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+
+
 def list_images(directory: str | os.PathLike) -> list[Path]:
     """Image files under ``directory`` (recursive), sorted; a clear error if it is missing or has none."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
-    paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(filter(_is_image, directory.rglob("*")))
     if not paths:
-        raise ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        raise _no_images(directory)
     return paths
 
 
@@ -45,14 +53,14 @@ def _image_groups(directory: Path) -> dict[str, list[Path]]:
         raise FileNotFoundError(f"{directory}: no such directory")
     groups = {}
     for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
-        images = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(filter(_is_image, sub.rglob("*")))
         if images:
             groups[sub.name] = images
-    loose = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    loose = sorted(filter(_is_image, directory.iterdir()))
     if loose:
         groups[directory.name] = loose
     if not groups:
-        raise ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        raise _no_images(directory)
     return groups
 
 
@@ -95,20 +103,15 @@ def read_images(paths: list[Path], size: tuple[int, int], channels: int,
                 skip_bad_files: bool = False) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
     """Decode ``paths`` into one uint8 batch. A file that cannot be read is an error naming it, or, with
     ``skip_bad_files``, left out and returned in ``skipped`` as ``(path, reason)``."""
-    from PIL import Image
-
     arrays, kept, skipped = [], [], []
     for path in paths:
         try:
-            with Image.open(path) as img:
-                img.load()
-                arrays.append(image_to_array(img, size, channels))
+            arrays.append(read_image(path, size, channels))
             kept.append(path)
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        except ValueError as exc:
             if not skip_bad_files:
-                raise BadImageFiles(f"{path}: not a readable image ({type(exc).__name__}: {exc}); "
-                                    "pass --skip-bad-files to leave such files out") from exc
-            skipped.append((os.fspath(path), f"{type(exc).__name__}: {exc}"))
+                raise BadImageFiles(f"{exc}; pass --skip-bad-files to leave such files out") from exc
+            skipped.append((os.fspath(path), str(exc)))
     if not arrays:
         raise ValueError(f"no readable image among {len(paths)} files (first: {paths[0]})")
     return np.stack(arrays), kept, skipped

@@ -21,14 +21,16 @@ def image_to_array(img, size: tuple[int, int], channels: int) -> np.ndarray:
     return array if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as ``image_to_array`` returns it; ``ValueError`` naming the file if it cannot be decoded."""
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
             return image_to_array(img, size, channels)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, struct.error, ...)
+        # for corrupt files; every one of them means "not a readable image" here.
+        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def load_images(paths, size: tuple[int, int] = (28, 28), channels: int = 1) -> tuple[list[str], np.ndarray]:
@@ -58,4 +60,4 @@ def load_images(paths, size: tuple[int, int] = (28, 28), channels: int = 1) -> t
     unknown = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
     if unknown:
         raise ValueError(f"{unknown[0]}: unsupported file type (use PNG/JPEG images or one .npy batch)")
-    return [os.fspath(p) for p in paths], np.stack([_read_image(p, size, channels) for p in paths])
+    return [os.fspath(p) for p in paths], np.stack([read_image(p, size, channels) for p in paths])

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Request
 from starlette.datastructures import UploadFile
 
 import metricad
@@ -47,12 +46,6 @@ class ServiceLimits:
     max_pixels: int = 16_000_000  # 4000 x 4000: any camera frame, not a decompression bomb
 
 
-class RequestError(Exception):
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
-        self.status_code, self.message = status_code, message
-
-
 def model_id(run_dir: Path) -> str:
     """First 12 hex digits of the weights' SHA-256: names exactly which model answered."""
     return hashlib.sha256((run_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
@@ -61,12 +54,12 @@ def model_id(run_dir: Path) -> str:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        raise HTTPException(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -77,8 +70,9 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
     if content_type.startswith(RAW_TYPES):
         return [("body", body)]
     if not content_type.startswith("multipart/form-data"):
-        raise RequestError(415, f"content type {content_type or '(none)'!r} is not accepted: send multipart/form-data "
-                                "files or one raw image (image/png, image/jpeg, application/octet-stream)")
+        raise HTTPException(415, f"content type {content_type or '(none)'!r} is not accepted: send "
+                                 "multipart/form-data files or one raw image (image/png, image/jpeg, "
+                                 "application/octet-stream)")
 
     async def replay():  # starlette parses multipart from a receive channel: give it the body already read
         return {"type": "http.request", "body": body, "more_body": False}
@@ -87,11 +81,11 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
         form = await Request(request.scope, replay).form(max_files=limits.max_files, max_fields=limits.max_files)
     except Exception as exc:  # noqa: BLE001 - malformed multipart raises several types; all are the client's
         too_many = "Too many" in str(exc)
-        raise RequestError(413 if too_many else 400, f"malformed multipart body: {exc}") from exc
+        raise HTTPException(413 if too_many else 400, f"malformed multipart body: {exc}") from exc
     files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
              if isinstance(value, UploadFile)]
     if not files:
-        raise RequestError(400, "no image file in the multipart body (send one or more file parts)")
+        raise HTTPException(400, "no image file in the multipart body (send one or more file parts)")
     return files
 
 
@@ -132,14 +126,10 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
 
     def ready_detector() -> Detector:
         if state["error"]:
-            raise RequestError(503, f"the model failed to load: {state['error']}")
+            raise HTTPException(503, f"the model failed to load: {state['error']}")
         if state["detector"] is None or "model_id" not in state:
-            raise RequestError(503, "the model is still loading")
+            raise HTTPException(503, "the model is still loading")
         return state["detector"]
-
-    @app.exception_handler(RequestError)
-    async def request_error(_, exc: RequestError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
     @app.get("/health", summary="200 once the model is loaded and ready to score, 503 before")
     async def health():
@@ -172,12 +162,12 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
         body = await _read_body(request, limits.max_body_bytes)
         files = await _uploaded_images(request, body, limits)
         if len(files) > limits.max_files:
-            raise RequestError(413, f"{len(files)} files in one request, the limit is {limits.max_files}")
+            raise HTTPException(413, f"{len(files)} files in one request, the limit is {limits.max_files}")
         channels, size = detector.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]
         except BadImage as exc:
-            raise RequestError(exc.status_code, str(exc)) from exc
+            raise HTTPException(exc.status_code, str(exc)) from exc
         results = await asyncio.gather(*(state["batcher"].submit(image) for image in images))
         threshold = detector.offset_
         return {"model_id": state["model_id"], "threshold": threshold,
