@@ -59,3 +59,38 @@ def test_random_shift_translates_each_image():
         (r, c), = torch.nonzero(img).tolist()
         assert abs(r - 2) <= 2 and abs(c - 3) <= 2 and img.sum() == 1.0
     assert training.random_shift(x, 0, gen) is x
+
+
+def test_onecycle_warms_up_then_anneals_to_almost_zero(tiny_data):
+    images, labels = tiny_data
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4), "embedding_dim": 8}, epochs=4, batch_size=32,
+                         lr=1e-2, lr_schedule="onecycle")
+    _, history = train_embedding(config, images, labels, device="cpu", progress=False)
+    lrs = [record["lr"] for record in history]  # the lr after each epoch's last step
+    assert lrs[0] > lrs[1] > lrs[2] > lrs[3]  # warm-up ends inside the first epoch (a tenth of 16 steps)
+    assert lrs[3] < 1e-2 * 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_interrupted_then_resumed_training_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypatch, schedule):
+    images, labels = tiny_data
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4), "embedding_dim": 8}, epochs=4, batch_size=32,
+                         lr_schedule=schedule, lr_milestones=[2])
+    reference, reference_history = train_embedding(config, images, labels, device="cpu", progress=False)
+
+    save = training.save_checkpoint
+
+    def save_then_die_after_epoch_2(path, epoch, *args):
+        save(path, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die_after_epoch_2)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_embedding(config, images, labels, device="cpu", progress=False, checkpoint_path=checkpoint)
+    resumed, history = train_embedding(config, images, labels, device="cpu", progress=False,
+                                       checkpoint_path=checkpoint)
+    assert [r["lr"] for r in history] == [r["lr"] for r in reference_history]
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
