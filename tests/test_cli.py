@@ -145,3 +145,18 @@ def test_compare_on_a_validation_split(tmp_path, fake_fashion_dir, capsys):
     assert "vs sandal (anomaly, 5)" in (out / "compare.md").read_text() and "VALIDATION" in capsys.readouterr().out
     row = json.loads((out / "compare.json").read_text())["rows"][0]
     assert row["anomaly"] == 5
+
+
+def test_compare_changes_training_options_with_set(tmp_path, fake_fashion_dir, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--methods", "metricad",
+                 "--seeds", "0", "--epochs", "1", "--set", "lr_schedule=step", "--set", "lr_milestones=[1]",
+                 "--set", "model_kwargs={\"widths\": [4, 4, 4]}", "--device", "cpu"]) == 0
+    training = json.loads((out / "compare.json").read_text())["training"]
+    assert (training["epochs"], training["lr_schedule"], training["lr_milestones"]) == (1, "step", [1])
+    assert training["model_kwargs"] == {"widths": [4, 4, 4]}
+    assert main(["compare", "--out", str(out), "--methods", "metricad", "--set", "epochz=3"]) == 2
+    assert "unknown training option(s): epochz" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", str(out), "--set", "epochs"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err

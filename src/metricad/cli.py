@@ -4,6 +4,7 @@ export-dataset, reproduce."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -19,7 +20,7 @@ from metricad.losses import LOSSES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
 from metricad.thresholds import THRESHOLD_MODES
-from metricad.training import PRESETS
+from metricad.training import PRESETS, TrainConfig
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
 
@@ -351,11 +352,23 @@ def _pair_list(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for a training option; VALUE is read as JSON (numbers, lists), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=5), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def cmd_compare(args) -> None:
     from metricad import compare
     from metricad.runs import load_split
 
-    base = replace(PRESETS["default"], **({"epochs": args.epochs} if args.epochs else {}))
+    overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
+    base = TrainConfig.from_dict(PRESETS["default"].to_dict() | overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -380,7 +393,8 @@ def cmd_compare(args) -> None:
         sections.append(compare.summary_markdown(summary, title))
         # Written after every pair: a long comparison keeps what it has measured.
         single = len(results) == 1 and not args.pairs
-        write_json(out / "compare.json", {"rows": rows, "summary": summary} if single else {"pairs": results})
+        write_json(out / "compare.json", {"training": base.to_dict(),
+                                          **({"rows": rows, "summary": summary} if single else {"pairs": results})})
         write_text(out / "compare.md", "\n".join(sections))
         print(sections[-1])
 
@@ -472,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "training (to choose settings without the test images or the anomalous class)")
     p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
+    p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                   help="change a training option of every trained method, e.g. --set lr_schedule=step "
+                   "--set lr_milestones=[4] (repeatable; the options are TrainConfig's fields)")
     p.add_argument("--limit", type=int, help="at most this many training images per class")
     p.add_argument("--data-dir")
     p.add_argument("--device")
