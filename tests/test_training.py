@@ -94,3 +94,12 @@ def test_interrupted_then_resumed_training_matches_an_uninterrupted_one(tiny_dat
     assert [r["lr"] for r in history] == [r["lr"] for r in reference_history]
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_on_epoch_end_sees_each_epoch_with_the_model_in_eval_mode(tiny_data):
+    images, labels = tiny_data
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4), "embedding_dim": 8}, epochs=3, batch_size=32)
+    seen = []
+    _, history = train_embedding(config, images, labels, device="cpu", progress=False,
+                                 on_epoch_end=lambda record, model: seen.append((record["epoch"], model.training)))
+    assert seen == [(1, False), (2, False), (3, False)] and len(history) == 3

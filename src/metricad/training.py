@@ -102,7 +102,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
                     log_path: Path | None = None, progress: bool = True, normal_label: int | None = None,
-                    return_loss: bool = False, checkpoint_path: Path | None = None):
+                    return_loss: bool = False, checkpoint_path: Path | None = None, on_epoch_end=None):
     """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs
     (and the trained loss module, whose heads the ``binary`` method scores with, if ``return_loss``).
     ``normal_label`` is the label of the normal class (needed by the ``doc`` and ``binary`` losses).
@@ -111,6 +111,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     original, so every batch has the same size. With ``checkpoint_path``, a checkpoint is written there after
     every epoch, and training continues from it if it already exists: on the CPU the result is then bit-for-bit
     that of an uninterrupted run (the data order and augmentation come from a generator whose state is saved).
+    ``on_epoch_end(record, model)``, if given, is called after each epoch with its log record (e.g. to follow a
+    validation AUC); the model is in eval mode during the call.
     """
     if config.epochs < 1 or config.batch_size < 2:
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {config.epochs} and {config.batch_size}")
@@ -177,6 +179,10 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         if log_path is not None:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if on_epoch_end is not None:
+            model.eval()
+            with torch.no_grad():
+                on_epoch_end(record, model)
     if return_loss:
         return model.eval(), history, criterion.eval()
     return model.eval(), history
