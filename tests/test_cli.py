@@ -115,9 +115,10 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
                  "--epochs", "1", "--device", "cpu"]) == 0
     report = json.loads((out / "compare.json").read_text())
     methods = {s["method"] for s in report["summary"]}
-    assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad"}
+    assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad",
+                       "metricad+margin"}
     assert all(s["seeds"] == 2 and 0 <= s["auc_mean"] <= 1 for s in report["summary"])
-    assert len(report["rows"]) == 18
+    assert len(report["rows"]) == 20
     table = capsys.readouterr().out
     assert "| method | AUC mean ± std |" in table and "| iforest |" in table
     with pytest.raises(SystemExit):

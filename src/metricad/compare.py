@@ -3,7 +3,8 @@
 Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel; also reported as
 ``doc-lof``, scored by LOF as the cited Keras version did), ``binary`` (a normal-vs-reference classifier; scored
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
-configuration: seed loss, binary labels) and ``metricad`` (the default recipe).
+configuration: seed loss, binary labels) and ``metricad`` (the default recipe; also reported as
+``metricad+margin``, its k-NN distance plus its CosFace class margin).
 The trained methods share everything in the default recipe but the loss and the labels.
 """
 
@@ -60,6 +61,38 @@ class LOFScorer:
         return -self.lof.score_samples(features)  # sklearn: higher = more normal
 
 
+class MarginScorer:
+    """k-NN distance plus the CosFace class margin, each z-scored on the anchors (reported as ``metricad+margin``).
+
+    The margin is the best reference class's cosine minus the normal class's, to the loss's learned class centres:
+    the classifier's view, strong where the anomaly resembles a reference class. The k-NN distance is the
+    anchors' view, strong where the anomaly is new to every class. A probe, not the default: see BENCHMARKS.md.
+    """
+
+    def __init__(self, detector: Detector, centres: torch.Tensor, normal_label: int):
+        self.detector, self.normal_label = detector, normal_label
+        self.centres = torch.nn.functional.normalize(centres.detach().to(detector.device_), dim=0)  # dim x classes
+        anchors = detector.anchor_embeddings_
+        distances, _ = detector.index_.search(anchors, detector.k + 1)  # leave-one-out: drop each anchor itself
+        self.knn_stats = _mean_std(distances[:, 1:].mean(1).cpu().numpy())
+        self.margin_stats = _mean_std(self._margin(anchors))
+
+    def _margin(self, embeddings: torch.Tensor) -> np.ndarray:
+        cosines = torch.nn.functional.normalize(embeddings, dim=1) @ self.centres
+        others = torch.cat([cosines[:, :self.normal_label], cosines[:, self.normal_label + 1:]], 1)
+        return (others.max(1).values - cosines[:, self.normal_label]).cpu().numpy()
+
+    def score_samples(self, images) -> np.ndarray:
+        embeddings = self.detector.embed(images)
+        (knn_mean, knn_std), (margin_mean, margin_std) = self.knn_stats, self.margin_stats
+        return ((self.detector.score_embeddings(embeddings) - knn_mean) / knn_std
+                + (self._margin(embeddings) - margin_mean) / margin_std)
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std()) or 1.0
+
+
 def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
     scorer.score_samples(images[:batch_size])  # warm-up
     start = time.perf_counter()
@@ -84,6 +117,9 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
             scorers["binary-prob"] = ProbabilityScorer(detector, head)
         if method == "doc":
             scorers["doc-lof"] = LOFScorer(detector)
+        centres = getattr(getattr(head, "loss", None), "W", None)  # CosFace / ArcFace class centres
+        if method == "metricad" and centres is not None:
+            scorers["metricad+margin"] = MarginScorer(detector, centres, split.normal_label(config.labels))
     else:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     return {"scorers": scorers, "train_seconds": time.perf_counter() - start}
