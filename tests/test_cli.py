@@ -16,6 +16,7 @@ def test_train_writes_a_self_describing_run(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["data"]["normal"] == 7 and config["data"]["anomaly"] == 9
     assert config["training"]["epochs"] == 2 and config["model"]["name"] == "compact-cnn"
+    assert config["training"]["lr_schedule"] == "onecycle"  # the default's
     assert len((trained_run / "train.log").read_text().splitlines()) == 2
     assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 

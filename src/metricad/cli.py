@@ -57,6 +57,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=("step", "onecycle"),
+                   help="onecycle: warm-up, then cosine to ~0 (default); step: x0.1 at fixed epochs (the original)")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
@@ -95,7 +97,7 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
 
 def _training_config(args):
     overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
-                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+                 "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule, "seed": args.seed}
     return replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
