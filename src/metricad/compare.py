@@ -102,7 +102,8 @@ def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
 
 
 def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | None = None, device=None) -> dict:
-    """Fit one method; return ``{name: scorer}`` (``binary`` yields two) and the training seconds."""
+    """Fit one method; return ``{name: scorer}`` (``binary``, ``doc`` and ``metricad`` yield two) and the training
+    seconds."""
     start = time.perf_counter()
     if method in BASELINES:
         scorers = {method: BASELINES[method](seed=seed).fit(split.anchor_images)}
