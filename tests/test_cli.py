@@ -162,3 +162,15 @@ def test_compare_changes_training_options_with_set(tmp_path, fake_fashion_dir, c
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--set", "epochs"])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_compare_over_several_validation_stand_ins(tmp_path, fake_fashion_dir, capsys):
+    out = tmp_path / "val"
+    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--validation", "5,8",
+                 "--methods", "raw-pixels", "--seeds", "0"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert sorted(row["anomaly"] for row in report["rows"]) == [5, 8]
+    (summary,) = report["summary"]
+    assert summary["seeds"] == 2  # one run per stand-in
+    assert summary["auc_mean"] == pytest.approx(sum(row["auc"] for row in report["rows"]) / 2)
+    assert "stand-in anomalies sandal (5), bag (8)" in (out / "compare.md").read_text()

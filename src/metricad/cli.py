@@ -337,7 +337,7 @@ def cmd_serve(args) -> None:
     serve(run, args.host, args.port, limits, args.device, args.runtime, args.threads)
 
 
-def _seed_list(text: str) -> list[int]:
+def _integers(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -379,18 +379,30 @@ def cmd_compare(args) -> None:
               f"trained in {row['train_seconds']:.0f} s", file=sys.stderr)
 
     results, sections = [], []
+    stand_ins = args.validation or [None]
     for normal, anomaly in args.pairs or [(args.normal, args.anomaly)]:
         split = load_split({"normal": normal, "anomaly": anomaly, "limit": args.limit}, args.data_dir)
-        if args.validation is not None:  # never the test images nor the anomaly: for choosing settings
-            from metricad.data import validation_split
+        rows = []
+        for stand_in in stand_ins:
+            if stand_in is None:
+                rows += compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
+            else:  # never the test images nor the anomaly: for choosing settings
+                from metricad.data import validation_split
 
-            split = validation_split(split, args.validation, seed=args.seeds[0])
-            anomaly = args.validation
-        rows = compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
+                rows += compare.compare(validation_split(split, stand_in, seed=args.seeds[0]), args.methods,
+                                        args.seeds, base, args.device, progress=show)
         summary = compare.summarize(rows)
-        title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {CLASS_NAMES[anomaly]} (anomaly, {anomaly}), "
-                 f"seeds {','.join(map(str, args.seeds))}"
-                 + (" - VALIDATION: held-out training images only" if args.validation is not None else ""))
+        if args.validation is None:
+            versus = f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})"
+        elif len(stand_ins) == 1:
+            anomaly = stand_ins[0]
+            versus = f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})"
+        else:  # one row per method over every stand-in and seed: the "seeds" column counts both
+            anomaly = stand_ins
+            versus = "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in stand_ins)
+        title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {versus}, seeds {','.join(map(str, args.seeds))}"
+                 + (" - VALIDATION: held-out training images only" if args.validation is not None else "")
+                 + (" - mean over stand-ins and seeds" if len(stand_ins) > 1 else ""))
         results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
         sections.append(compare.summary_markdown(summary, title))
         # Written after every pair: a long comparison keeps what it has measured.
@@ -483,10 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
                    "(instead of --normal/--anomaly)")
     p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
-    p.add_argument("--validation", type=int, metavar="CLASS", help="compare on a validation split instead: "
-                   "10 %% of the normal training images against reference class CLASS, both left out of "
-                   "training (to choose settings without the test images or the anomalous class)")
-    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2])
+    p.add_argument("--validation", type=_integers, metavar="CLASS[,CLASS...]", help="compare on a validation "
+                   "split instead: 10 %% of the normal training images against reference class CLASS, both left "
+                   "out of training (to choose settings without the test images or the anomalous class); with "
+                   "several classes, one run per class and one table over all of them")
+    p.add_argument("--seeds", type=_integers, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="change a training option of every trained method, e.g. --set lr_schedule=step "
