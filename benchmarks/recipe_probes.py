@@ -24,12 +24,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
+from metricad import Detector
+from metricad.baselines import PCAReconstruction
 from metricad.cli import _setting
+from metricad.compare import MarginScorer, anchor_score_stats
 from metricad.data import load_fashion_mnist, make_split, validation_split
+from metricad.index import ExactIndex
 from metricad.preprocessing import to_model_input
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
@@ -48,11 +50,10 @@ def synthetic_anomalies(split, kind: str, rng: np.random.Generator) -> np.ndarra
     return out
 
 
-def nearest(anchors: torch.Tensor, queries: torch.Tensor, k: int = 1, leave_one_out: bool = False) -> np.ndarray:
-    distances = torch.cdist(queries, anchors)
-    if leave_one_out:
-        distances.fill_diagonal_(float("inf"))
-    return distances.topk(k, largest=False).values.mean(1).numpy()
+def nearest_distance(anchors: torch.Tensor, queries: torch.Tensor) -> np.ndarray:
+    index = ExactIndex()
+    index.add(anchors)
+    return index.search(queries, 1)[0][:, 0].numpy()
 
 
 def main() -> None:
@@ -78,42 +79,34 @@ def main() -> None:
     if args.synthetic != "none":
         extra = synthetic_anomalies(split, args.synthetic, np.random.default_rng(config.seed))
         images, labels = np.concatenate([images, extra]), np.r_[labels, np.full(len(extra), labels.max() + 1)]
-    anchors, queries, y = to_model_input(split.anchor_images), to_model_input(split.test_images), split.test_is_anomaly
-
+    y = split.test_is_anomaly
     curve = []
 
     def follow(record, model):
-        curve.append(round(roc_auc_score(y, nearest(model(anchors), model(queries))), 4))
+        detector = Detector(model, device="cpu").fit(split.anchor_images)
+        curve.append(round(roc_auc_score(y, detector.score_samples(split.test_images)), 4))
 
     start = time.perf_counter()
     model, _, criterion = train_embedding(config, images, labels, device="cpu", progress=False, return_loss=True,
                                           normal_label=normal_label, on_epoch_end=follow if args.curve else None)
     seconds = time.perf_counter() - start
 
-    def z(scores, reference):  # z-score on the anchors, so that two scores can be added
-        return (scores - reference.mean()) / reference.std()
-
+    detector = Detector(model, device="cpu").fit(split.anchor_images)
+    knn = detector.score_samples(split.test_images)
     with torch.no_grad():
-        maps_a, maps_q = model.forward_features(anchors), model.forward_features(queries)
-        emb_a, emb_q = model.forward_head(maps_a), model.forward_head(maps_q)
-        knn, knn_anchors = nearest(emb_a, emb_q), nearest(emb_a, emb_a, leave_one_out=True)
-        scores = {"knn": knn, "knn5": nearest(emb_a, emb_q, 5), "feature_map": nearest(maps_a.flatten(1), maps_q.flatten(1))}
-        centres = getattr(getattr(criterion, "loss", None), "W", None)
-        if centres is not None:  # CosFace / ArcFace class centres, one column per class
-            def margin(embeddings):
-                cosines = F.normalize(embeddings, dim=1) @ F.normalize(centres, dim=0)
-                others = torch.cat([cosines[:, :normal_label], cosines[:, normal_label + 1:]], 1)
-                return (others.max(1).values - cosines[:, normal_label]).numpy()
-            scores["margin"] = margin(emb_q)
-            scores["knn+margin"] = z(knn, knn_anchors) + z(scores["margin"], margin(emb_a))
-    pixels_a = split.anchor_images.reshape(len(split.anchor_images), -1) / 255.0
-    pixels_q = split.test_images.reshape(len(split.test_images), -1) / 255.0
-    pca = PCA(0.99, random_state=0).fit(pixels_a)
-
-    def reconstruction_error(x):
-        return ((x - pca.inverse_transform(pca.transform(x))) ** 2).sum(1)
-
-    scores["knn+pca"] = z(knn, knn_anchors) + z(reconstruction_error(pixels_q), reconstruction_error(pixels_a))
+        maps = [model.forward_features(to_model_input(x)).flatten(1) for x in (split.anchor_images, split.test_images)]
+    scores = {"knn": knn, "knn5": Detector(model, k=5, device="cpu").fit(split.anchor_images).score_samples(
+                  split.test_images), "feature_map": nearest_distance(*maps)}
+    centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
+    if centres is not None:
+        margin = MarginScorer(detector, centres, normal_label)
+        scores["margin"] = margin.margin(detector.embed(split.test_images))
+        scores["knn+margin"] = margin.score_samples(split.test_images)
+    # knn + PCA: each z-scored on the anchors, as metricad+margin does with its two scores.
+    (knn_mean, knn_std), pca = anchor_score_stats(detector), PCAReconstruction().fit(split.anchor_images)
+    pca_anchors = pca.score_samples(split.anchor_images)
+    scores["knn+pca"] = ((knn - knn_mean) / knn_std
+                         + (pca.score_samples(split.test_images) - pca_anchors.mean()) / pca_anchors.std())
     print(json.dumps({"split": args.split, "normal": args.normal, "set": dict(args.set or []),
                       "synthetic": args.synthetic, "train_seconds": round(seconds),
                       **{name: round(float(roc_auc_score(y, s)), 4) for name, s in scores.items()},

@@ -110,11 +110,15 @@ def test_runs_as_a_program():
     assert result.returncode == 0 and "reproduce" in result.stdout
 
 
+def _compare(out, data_dir, *args):
+    """Run ``metricad compare`` on the fake data; return its JSON report and markdown table."""
+    assert main(["compare", "--out", str(out), "--data-dir", str(data_dir), *args]) == 0
+    return json.loads((out / "compare.json").read_text()), (out / "compare.md").read_text()
+
+
 def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--seeds", "0,1",
-                 "--epochs", "1", "--device", "cpu"]) == 0
-    report = json.loads((out / "compare.json").read_text())
+    report, _ = _compare(out, fake_fashion_dir, "--seeds", "0,1", "--epochs", "1", "--device", "cpu")
     methods = {s["method"] for s in report["summary"]}
     assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad",
                        "metricad+margin"}
@@ -129,11 +133,9 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
 
 def test_compare_several_pairs_into_one_file(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--pairs", "7:9,0:6",
-                 "--methods", "raw-pixels,pca", "--seeds", "0"]) == 0
-    report = json.loads((out / "compare.json").read_text())
+    report, markdown = _compare(out, fake_fashion_dir, "--pairs", "7:9,0:6", "--methods", "raw-pixels,pca",
+                                "--seeds", "0")
     assert [(p["normal"], p["anomaly"]) for p in report["pairs"]] == [(7, 9), (0, 6)]
-    markdown = (out / "compare.md").read_text()
     assert "sneaker (normal, 7) vs ankle boot" in markdown and "t-shirt/top (normal, 0) vs shirt" in markdown
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--pairs", "7-9"])
@@ -142,19 +144,18 @@ def test_compare_several_pairs_into_one_file(tmp_path, fake_fashion_dir, capsys)
 
 def test_compare_on_a_validation_split(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "val"
-    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--validation", "5",
-                 "--methods", "raw-pixels", "--seeds", "0"]) == 0
-    assert "vs sandal (anomaly, 5)" in (out / "compare.md").read_text() and "VALIDATION" in capsys.readouterr().out
-    row = json.loads((out / "compare.json").read_text())["rows"][0]
-    assert row["anomaly"] == 5
+    report, markdown = _compare(out, fake_fashion_dir, "--validation", "5", "--methods", "raw-pixels",
+                                "--seeds", "0")
+    assert "vs sandal (anomaly, 5)" in markdown and "VALIDATION" in capsys.readouterr().out
+    assert report["rows"][0]["anomaly"] == 5
 
 
 def test_compare_changes_training_options_with_set(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--methods", "metricad",
-                 "--seeds", "0", "--epochs", "1", "--set", "lr_schedule=step", "--set", "lr_milestones=[1]",
-                 "--set", "model_kwargs={\"widths\": [4, 4, 4]}", "--device", "cpu"]) == 0
-    training = json.loads((out / "compare.json").read_text())["training"]
+    report, _ = _compare(out, fake_fashion_dir, "--methods", "metricad", "--seeds", "0", "--epochs", "1",
+                         "--set", "lr_schedule=step", "--set", "lr_milestones=[1]",
+                         "--set", "model_kwargs={\"widths\": [4, 4, 4]}", "--device", "cpu")
+    training = report["training"]
     assert (training["epochs"], training["lr_schedule"], training["lr_milestones"]) == (1, "step", [1])
     assert training["model_kwargs"] == {"widths": [4, 4, 4]}
     assert main(["compare", "--out", str(out), "--methods", "metricad", "--set", "epochz=3"]) == 2
@@ -166,11 +167,10 @@ def test_compare_changes_training_options_with_set(tmp_path, fake_fashion_dir, c
 
 def test_compare_over_several_validation_stand_ins(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "val"
-    assert main(["compare", "--out", str(out), "--data-dir", str(fake_fashion_dir), "--validation", "5,8",
-                 "--methods", "raw-pixels", "--seeds", "0"]) == 0
-    report = json.loads((out / "compare.json").read_text())
+    report, markdown = _compare(out, fake_fashion_dir, "--validation", "5,8", "--methods", "raw-pixels",
+                                "--seeds", "0")
     assert sorted(row["anomaly"] for row in report["rows"]) == [5, 8]
     (summary,) = report["summary"]
     assert summary["seeds"] == 2  # one run per stand-in
     assert summary["auc_mean"] == pytest.approx(sum(row["auc"] for row in report["rows"]) / 2)
-    assert "stand-in anomalies sandal (5), bag (8)" in (out / "compare.md").read_text()
+    assert "stand-in anomalies sandal (5), bag (8)" in markdown

@@ -379,30 +379,23 @@ def cmd_compare(args) -> None:
               f"trained in {row['train_seconds']:.0f} s", file=sys.stderr)
 
     results, sections = [], []
-    stand_ins = args.validation or [None]
     for normal, anomaly in args.pairs or [(args.normal, args.anomaly)]:
         split = load_split({"normal": normal, "anomaly": anomaly, "limit": args.limit}, args.data_dir)
-        rows = []
-        for stand_in in stand_ins:
-            if stand_in is None:
-                rows += compare.compare(split, args.methods, args.seeds, base, args.device, progress=show)
-            else:  # never the test images nor the anomaly: for choosing settings
-                from metricad.data import validation_split
+        if args.validation:  # never the test images nor the anomaly: for choosing settings
+            from metricad.data import validation_split
 
-                rows += compare.compare(validation_split(split, stand_in, seed=args.seeds[0]), args.methods,
-                                        args.seeds, base, args.device, progress=show)
-        summary = compare.summarize(rows)
-        if args.validation is None:
-            versus = f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})"
-        elif len(stand_ins) == 1:
-            anomaly = stand_ins[0]
-            versus = f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})"
-        else:  # one row per method over every stand-in and seed: the "seeds" column counts both
-            anomaly = stand_ins
-            versus = "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in stand_ins)
+            splits = [validation_split(split, c, seed=args.seeds[0]) for c in args.validation]
+            anomaly = args.validation[0] if len(args.validation) == 1 else args.validation
+        else:
+            splits = [split]
+        rows = [row for s in splits
+                for row in compare.compare(s, args.methods, args.seeds, base, args.device, progress=show)]
+        summary = compare.summarize(rows)  # with several stand-ins, over all of them: "seeds" counts both
+        versus = (f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})" if isinstance(anomaly, int) else
+                  "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in anomaly))
         title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {versus}, seeds {','.join(map(str, args.seeds))}"
-                 + (" - VALIDATION: held-out training images only" if args.validation is not None else "")
-                 + (" - mean over stand-ins and seeds" if len(stand_ins) > 1 else ""))
+                 + (" - VALIDATION: held-out training images only" if args.validation else "")
+                 + (" - mean over stand-ins and seeds" if len(splits) > 1 else ""))
         results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
         sections.append(compare.summary_markdown(summary, title))
         # Written after every pair: a long comparison keeps what it has measured.

@@ -72,12 +72,11 @@ class MarginScorer:
     def __init__(self, detector: Detector, centres: torch.Tensor, normal_label: int):
         self.detector, self.normal_label = detector, normal_label
         self.centres = torch.nn.functional.normalize(centres.detach().to(detector.device_), dim=0)  # dim x classes
-        anchors = detector.anchor_embeddings_
-        distances, _ = detector.index_.search(anchors, detector.k + 1)  # leave-one-out: drop each anchor itself
-        self.knn_stats = _mean_std(distances[:, 1:].mean(1).cpu().numpy())
-        self.margin_stats = _mean_std(self._margin(anchors))
+        self.knn_stats = anchor_score_stats(detector)
+        self.margin_stats = _mean_std(self.margin(detector.anchor_embeddings_))
 
-    def _margin(self, embeddings: torch.Tensor) -> np.ndarray:
+    def margin(self, embeddings: torch.Tensor) -> np.ndarray:
+        """Best reference class's cosine minus the normal class's: higher = less like the normal class."""
         cosines = torch.nn.functional.normalize(embeddings, dim=1) @ self.centres
         others = torch.cat([cosines[:, :self.normal_label], cosines[:, self.normal_label + 1:]], 1)
         return (others.max(1).values - cosines[:, self.normal_label]).cpu().numpy()
@@ -86,7 +85,14 @@ class MarginScorer:
         embeddings = self.detector.embed(images)
         (knn_mean, knn_std), (margin_mean, margin_std) = self.knn_stats, self.margin_stats
         return ((self.detector.score_embeddings(embeddings) - knn_mean) / knn_std
-                + (self._margin(embeddings) - margin_mean) / margin_std)
+                + (self.margin(embeddings) - margin_mean) / margin_std)
+
+
+def anchor_score_stats(detector: Detector) -> tuple[float, float]:
+    """Mean and std of the anchors' own k-NN scores, leave-one-out (each anchor's zero distance to itself dropped):
+    what a z-score of the detector's score is taken against."""
+    distances, _ = detector.index_.search(detector.anchor_embeddings_, detector.k + 1)
+    return _mean_std(distances[:, 1:].mean(1).cpu().numpy())
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
