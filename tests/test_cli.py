@@ -174,3 +174,34 @@ def test_compare_over_several_validation_stand_ins(tmp_path, fake_fashion_dir, c
     assert summary["seeds"] == 2  # one run per stand-in
     assert summary["auc_mean"] == pytest.approx(sum(row["auc"] for row in report["rows"]) / 2)
     assert "stand-in anomalies sandal (5), bag (8)" in markdown
+
+
+def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_fashion_dir, capsys):
+    small = ["--methods", "binary,metricad", "--seeds", "0", "--epochs", "1", "--device", "cpu",
+             "--set", "model_kwargs={\"widths\": [4, 4, 4]}"]
+    first, _ = _compare(tmp_path / "a", fake_fashion_dir, *small)
+    # Shifted negatives change metricad's training but not the binary baseline's: only metricad is refitted.
+    second, markdown = _compare(tmp_path / "b", fake_fashion_dir, *small, "--set", "negatives=[\"vflip\"]",
+                                "--reuse", str(tmp_path / "a"))
+    source = str(tmp_path / "a" / "compare.json")
+    before = {r["method"]: r for r in first["rows"]}
+    after = {r["method"]: r for r in second["rows"]}
+    for method in ("binary", "binary-prob"):
+        assert after[method]["reused_from"] == source
+        assert {k: v for k, v in after[method].items() if k != "reused_from"} == before[method]
+    for method in ("metricad", "metricad+margin"):
+        assert "reused_from" not in after[method] and after[method]["fit"] == "metricad"
+    assert f"Rows reused from earlier runs of the same configuration: binary ({source})" in markdown
+    assert "reused from" in capsys.readouterr().err
+
+    # Rows measured on another split or data limit are never taken.
+    assert main(["compare", "--out", str(tmp_path / "c"), "--data-dir", str(fake_fashion_dir), *small,
+                 "--limit", "50", "--reuse", str(tmp_path / "a")]) == 2
+    assert "was measured with limit None, this comparison uses 50" in capsys.readouterr().err
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "compare.json").write_text(json.dumps({"training": first["training"], "rows": first["rows"]}))
+    for earlier, message in ((legacy, "does not record its 'split'"), (tmp_path / "none", "does not exist")):
+        assert main(["compare", "--out", str(tmp_path / "c"), "--data-dir", str(fake_fashion_dir), *small,
+                     "--reuse", str(earlier)]) == 2
+        assert message in capsys.readouterr().err

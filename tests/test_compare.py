@@ -1,10 +1,13 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from metricad import Detector
-from metricad.compare import LOFScorer, MarginScorer, summarize
+from metricad.compare import LOFScorer, MarginScorer, method_config, summarize
 from metricad.models import create_model
+from metricad.training import PRESETS
 
 
 def test_lof_scorer_flags_outliers():
@@ -47,3 +50,11 @@ def test_margin_scorer_adds_z_scored_knn_distance_and_class_margin():
     # Query (0, 1): nearest anchor (1, 1) at distance 1, margin 1 - 0 = 1.
     expected = (1.0 - 0.4) / 0.08 ** 0.5 + (1.0 + 0.59482) / 0.42971
     assert scorer.score_samples(images((0, 255)))[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_baselines_train_without_metricads_shifted_negatives():
+    base = replace(PRESETS["default"], negatives=["rot90", "rot180"], epochs=3)
+    assert method_config("metricad", base).negatives == ["rot90", "rot180"]
+    for method in ("doc", "binary", "seed"):
+        config = method_config(method, base)
+        assert config.negatives == [] and config.epochs == 3, method  # the same budget, not the same extra data

@@ -103,3 +103,12 @@ def test_on_epoch_end_sees_each_epoch_with_the_model_in_eval_mode(tiny_data):
     _, history = train_embedding(config, images, labels, device="cpu", progress=False,
                                  on_epoch_end=lambda record, model: seen.append((record["epoch"], model.training)))
     assert seen == [(1, False), (2, False), (3, False)] and len(history) == 3
+
+
+def test_negatives_add_one_class_per_transform_to_the_loss(tiny_data):
+    images, labels = tiny_data  # classes 0..3
+    config = TrainConfig(model_kwargs={"widths": (4, 4, 4), "embedding_dim": 8}, epochs=1, batch_size=32,
+                         negatives=["rot180", "vflip"])
+    _, _, criterion = train_embedding(config, images, labels, device="cpu", progress=False, normal_label=1,
+                                      return_loss=True)
+    assert criterion.loss.W.shape == (8, 6)  # CosFace centres: 4 classes + 2 transforms of class 1

@@ -14,6 +14,7 @@ import numpy as np
 
 from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
+from metricad.data.negatives import SHIFTS
 from metricad.detector import Detector, read_config
 from metricad.files import write_json, write_text
 from metricad.losses import LOSSES
@@ -45,6 +46,13 @@ def _choice_list(choices, what: str):
     return parse
 
 
+def _negatives(text: str) -> list[str]:
+    """``--negatives``: comma-separated transforms of metricad.data.negatives, or ``none``."""
+    if text.strip() == "none":
+        return []
+    return _choice_list(SHIFTS, "negative transforms (or none)")(text)
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting configuration; the options below override it (seed = the original recipe)")
@@ -59,6 +67,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-schedule", choices=("step", "onecycle"),
                    help="onecycle: warm-up, then cosine to ~0 (default); step: x0.1 at fixed epochs (the original)")
+    p.add_argument("--negatives", type=_negatives, metavar="T1,T2|none",
+                   help=f"transforms of the normal images trained as classes of their own ({', '.join(SHIFTS)}); "
+                        "none for objects without a fixed orientation")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
@@ -97,7 +108,8 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
 
 def _training_config(args):
     overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
-                 "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule, "seed": args.seed}
+                 "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
+                 "negatives": args.negatives, "seed": args.seed}
     return replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -365,6 +377,16 @@ def _setting(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _read_compare_json(run_dir: str) -> dict:
+    path = Path(run_dir) / "compare.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--reuse {run_dir}: {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reuse {run_dir}: {path} is not valid JSON ({error})") from None
+
+
 def cmd_compare(args) -> None:
     from metricad import compare
     from metricad.runs import load_split
@@ -376,8 +398,15 @@ def cmd_compare(args) -> None:
 
     def show(row):
         print(f"  {row['normal']}/{row['anomaly']}  seed {row['seed']}  {row['method']:<12} AUC {row['auc']:.4f}  "
-              f"trained in {row['train_seconds']:.0f} s", file=sys.stderr)
+              + (f"reused from {row['reused_from']}" if "reused_from" in row else
+                 f"trained in {row['train_seconds']:.0f} s"), file=sys.stderr)
 
+    # The validation splits depend on the first seed: it is part of what a reused row must have been measured on.
+    split_kind = {"stand_ins": args.validation, "seed": args.seeds[0]} if args.validation else "test"
+    reuse = {}
+    for earlier in args.reuse or []:
+        reuse |= compare.reusable_rows(_read_compare_json(earlier), str(Path(earlier) / "compare.json"), base,
+                                       split_kind, args.limit)
     results, sections = [], []
     for normal, anomaly in args.pairs or [(args.normal, args.anomaly)]:
         split = load_split({"normal": normal, "anomaly": anomaly, "limit": args.limit}, args.data_dir)
@@ -389,7 +418,8 @@ def cmd_compare(args) -> None:
         else:
             splits = [split]
         rows = [row for s in splits
-                for row in compare.compare(s, args.methods, args.seeds, base, args.device, progress=show)]
+                for row in compare.compare(s, args.methods, args.seeds, base, args.device, progress=show,
+                                           reuse=reuse)]
         summary = compare.summarize(rows)  # with several stand-ins, over all of them: "seeds" counts both
         versus = (f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})" if isinstance(anomaly, int) else
                   "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in anomaly))
@@ -400,7 +430,7 @@ def cmd_compare(args) -> None:
         sections.append(compare.summary_markdown(summary, title))
         # Written after every pair: a long comparison keeps what it has measured.
         single = len(results) == 1 and not args.pairs
-        write_json(out / "compare.json", {"training": base.to_dict(),
+        write_json(out / "compare.json", {"training": base.to_dict(), "split": split_kind, "limit": args.limit,
                                           **({"rows": rows, "summary": summary} if single else {"pairs": results})})
         write_text(out / "compare.md", "\n".join(sections))
         print(sections[-1])
@@ -498,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change a training option of every trained method, e.g. --set lr_schedule=step "
                    "--set lr_milestones=[4] (repeatable; the options are TrainConfig's fields)")
     p.add_argument("--limit", type=int, help="at most this many training images per class")
+    p.add_argument("--reuse", action="append", metavar="DIR", help="take the rows an earlier compare in DIR "
+                   "measured with the same split and training configuration instead of refitting (repeatable)")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.set_defaults(func=cmd_compare)

@@ -5,7 +5,8 @@ Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perer
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
 configuration: seed loss, binary labels) and ``metricad`` (the default recipe; also reported as
 ``metricad+margin``, its k-NN distance plus its CosFace class margin).
-The trained methods share everything in the default recipe but the loss and the labels.
+The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation) but the
+loss, the labels and metricad's shifted negatives.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from metricad.detector import Detector
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
 METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
-_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary"}, "doc": {"loss": "doc", "labels": "fine"},
-            "binary": {"loss": "binary", "labels": "fine"}}
+# The baselines train as their papers define them: on the normal and reference images alone, without the
+# shifted negatives (rotated normal images as extra classes) that are part of metricad's own recipe.
+_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary", "negatives": []},
+            "doc": {"loss": "doc", "labels": "fine", "negatives": []},
+            "binary": {"loss": "binary", "labels": "fine", "negatives": []}}
 TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
 
 
@@ -133,17 +137,25 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
 
 
 def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None, device=None,
-            progress=None) -> list[dict]:
-    """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20."""
+            progress=None, reuse: dict | None = None) -> list[dict]:
+    """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20. ``reuse`` (from
+    ``reusable_rows``) holds rows measured before with the same configuration: those methods are not refitted."""
     rows = []
     timing_images = split.test_images[:TIMING_IMAGES]
     for seed in seeds:
         for method in methods:
+            earlier = (reuse or {}).get((split.normal_class, split.anomaly_class, method, seed))
+            if earlier:
+                for row in earlier:
+                    rows.append(row)
+                    if progress:
+                        progress(row)
+                continue
             torch.manual_seed(seed)
             fitted = fit_method(method, split, seed, base, device)
             for name, scorer in fitted["scorers"].items():
                 scores = scorer.score_samples(split.test_images)
-                rows.append({"method": name, "seed": seed, "normal": split.normal_class,
+                rows.append({"method": name, "fit": method, "seed": seed, "normal": split.normal_class,
                              "anomaly": split.anomaly_class, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
                              "train_seconds": fitted["train_seconds"],
                              "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
@@ -151,6 +163,33 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
                 if progress:
                     progress(rows[-1])
     return rows
+
+
+# Rows written before rows named the method that was fitted: the extra scores of a fit and their method.
+_FITTED_BY = {"binary-prob": "binary", "doc-lof": "doc", "metricad+margin": "metricad"}
+
+
+def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, limit) -> dict:
+    """The rows of an earlier ``compare.json`` (``previous``, read from ``source``) that this comparison would
+    measure again: same split kind (``"test"`` or the validation stand-ins) and ``limit``, and for trained
+    methods the same training configuration but the seed. Keyed ``(normal, anomaly, method, seed)``."""
+    for key, wanted in (("split", split_kind), ("limit", limit)):
+        if key not in previous:
+            raise ValueError(f"{source} does not record its {key!r}: it was written by an older metricad and "
+                             "cannot be reused")
+        if previous[key] != wanted:
+            raise ValueError(f"{source} was measured with {key} {previous[key]!r}, this comparison uses {wanted!r}")
+    earlier_base = TrainConfig.from_dict(previous["training"])
+    rows = [r for p in previous.get("pairs", [previous]) for r in p["rows"]]
+    reusable = {}
+    for row in rows:
+        method = row.get("fit") or _FITTED_BY.get(row["method"], row["method"])
+        if method in _TRAINED and (replace(method_config(method, earlier_base), seed=0)
+                                   != replace(method_config(method, base), seed=0)):
+            continue
+        reusable.setdefault((row["normal"], row["anomaly"], method, row["seed"]), []).append(
+            row | {"fit": method, "reused_from": row.get("reused_from", source)})
+    return reusable
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -162,7 +201,9 @@ def summarize(rows: list[dict]) -> list[dict]:
                         "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
                         "train_seconds": statistics.mean(r["train_seconds"] for r in sub),
                         "ms_per_image_batch1": statistics.median(r["ms_per_image_batch1"] for r in sub),
-                        "ms_per_image_batch20": statistics.median(r["ms_per_image_batch20"] for r in sub)})
+                        "ms_per_image_batch20": statistics.median(r["ms_per_image_batch20"] for r in sub),
+                        **({"reused_from": sorted({r["reused_from"] for r in sub if "reused_from" in r})}
+                           if any("reused_from" in r for r in sub) else {})})
     return summary
 
 
@@ -172,4 +213,7 @@ def summary_markdown(summary: list[dict], title: str) -> str:
     for s in sorted(summary, key=lambda s: -s["auc_mean"]):
         lines.append(f"| {s['method']} | {s['auc_mean']:.4f} ± {s['auc_std']:.4f} | {s['seeds']} | "
                      f"{s['train_seconds']:.1f} | {s['ms_per_image_batch1']:.3f} | {s['ms_per_image_batch20']:.3f} |")
+    reused = [f"{s['method']} ({', '.join(s['reused_from'])})" for s in summary if s.get("reused_from")]
+    if reused:
+        lines += ["", "Rows reused from earlier runs of the same configuration: " + "; ".join(reused) + "."]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from metricad.checkpoint import load_checkpoint, save_checkpoint
+from metricad.data.negatives import add_shifted_negatives
 from metricad.losses import build_loss
 from metricad.models import DEFAULT_MODEL, create_model
 from metricad.preprocessing import to_model_input
@@ -38,6 +39,8 @@ class TrainConfig:
     lr_milestones: list = field(default_factory=lambda: [4])
     lr_gamma: float = 0.1
     shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
+    # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
+    negatives: list = field(default_factory=list)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -122,7 +125,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(config.model, **config.model_kwargs).to(device)
     x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once
-    y_all = torch.as_tensor(labels, dtype=torch.long)
+    x_all, y_all = add_shifted_negatives(x_all, torch.as_tensor(labels, dtype=torch.long), normal_label,
+                                         config.negatives)
     criterion = build_loss(config.loss, int(y_all.max()) + 1, model.embedding_dim, config.margin,
                            normal_label).to(device)
     optimizer = make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))

@@ -1,0 +1,49 @@
+"""Shifted negatives: geometric transforms of the normal images, trained as classes of their own.
+
+A sneaker turned on its side is not a sneaker. Training the embedding to tell the normal class from its own
+rotated copies makes it encode *where* the normal object's parts sit (a shoe's sole at the bottom, its opening
+at the top), which is what separates the normal class from a close, never-seen anomaly (an ankle boot's shaft).
+This is CSI's "shifting transformations" (Tack et al., 2020) used as extra negative classes. It assumes the
+normal images have a canonical orientation, as aligned product photos on a line do; for parts photographed at
+any angle, train without them (``negatives=[]``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# name -> transform of an (N, C, H, W) batch; every one keeps (H, W) for square inputs.
+SHIFTS = {
+    "rot90": lambda x: torch.rot90(x, 1, dims=(2, 3)),
+    "rot180": lambda x: torch.rot90(x, 2, dims=(2, 3)),
+    "rot270": lambda x: torch.rot90(x, 3, dims=(2, 3)),
+    "vflip": lambda x: torch.flip(x, dims=(2,)),
+    "hflip": lambda x: torch.flip(x, dims=(3,)),
+}
+
+
+def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_label: int | None,
+                          names) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append, for each transform in ``names``, every normal image so transformed, labelled ``labels.max() + 1``,
+    ``+ 2``, ... (one new class per transform). ``images`` is the model input, ``(N, C, H, W)``. Returns new
+    tensors; the inputs are not changed."""
+    names = list(names)
+    if not names:
+        return images, labels
+    unknown = [name for name in names if name not in SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown negative transform(s) {unknown}; available: {', '.join(SHIFTS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"each negative transform may be named once, got {names}")
+    if normal_label is None:
+        raise ValueError("shifted negatives need the normal class's label")
+    normals = images[labels == normal_label]
+    if len(normals) == 0:
+        raise ValueError(f"no training image has the normal label {normal_label}")
+    height, width = images.shape[2:]
+    if any(name in ("rot90", "rot270") for name in names) and height != width:
+        raise ValueError(f"rot90/rot270 need a square model input, this one is {height}x{width}")
+    first = int(labels.max()) + 1
+    extra = [SHIFTS[name](normals) for name in names]
+    extra_labels = [torch.full((len(normals),), first + i, dtype=labels.dtype) for i in range(len(names))]
+    return torch.cat([images, *extra]), torch.cat([labels, *extra_labels])
