@@ -141,3 +141,16 @@ def test_folder_layout_errors_name_the_folder(tmp_path, trained_run, layout, mes
     assert main(["evaluate", str(trained_run), "--test-dir", str(test_dir)]) == 2
     err = capsys.readouterr().err
     assert message in err and str(test_dir) in err
+
+
+def test_non_square_inputs_keep_only_the_default_negatives_that_fit(tmp_path, capsys):
+    root = make_folders(tmp_path / "data", np.random.default_rng(3), n=40)  # 20x24 images
+    base = ["train", "--normal-dir", str(root / "normal"), "--reference-dir", str(root / "reference"), *TRAIN,
+            "--batch-size", "16"]
+    assert main([*base, "--out", str(tmp_path / "run")]) == 0
+    assert "20x24 is not square: shifted negatives ['rot180'] only" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["negatives"] == ["rot180"]
+    # Asked for by name, a quarter turn of a non-square input is refused before anything is written.
+    assert main([*base, "--out", str(tmp_path / "asked"), "--negatives", "rot90,vflip"]) == 2
+    assert "--negatives rot90 need a square model input, this one is 20x24" in capsys.readouterr().err
+    assert not (tmp_path / "asked").exists() and not list(tmp_path.glob(".asked*"))

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.detector import Detector, read_config
 from metricad.files import write_json
-from metricad.training import TrainConfig, train_embedding
+from metricad.training import PRESETS, TrainConfig, train_embedding
 
 
 def load_split(data: dict, data_dir=None) -> AnomalySplit:
@@ -62,6 +63,21 @@ def train_run(out: str | os.PathLike, config: TrainConfig, normal: int = 7, anom
     return _start(out, job, split, device, progress)
 
 
+def _negatives_for_input(config: TrainConfig, image_size: tuple[int, int]) -> TrainConfig:
+    """Quarter turns of a non-square input change its shape: the default's are left out (with a note); asked for
+    by name, they are an error before anything is written."""
+    quarter_turns = [name for name in config.negatives if name in ("rot90", "rot270")]
+    if not quarter_turns or image_size[0] == image_size[1]:
+        return config
+    if config.negatives != PRESETS["default"].negatives:
+        raise ValueError(f"--negatives {','.join(quarter_turns)} need a square model input, this one is "
+                         f"{image_size[0]}x{image_size[1]}: pass --image-size N or other --negatives")
+    kept = [name for name in config.negatives if name not in quarter_turns]
+    print(f"the model input {image_size[0]}x{image_size[1]} is not square: shifted negatives {kept} only "
+          "(--negatives to choose)", file=sys.stderr)
+    return replace(config, negatives=kept)
+
+
 def train_folder_run(out: str | os.PathLike, config: TrainConfig, normal_dir, reference_dir, val_dir=None,
                      image_size: tuple[int, int] | None = None, channels: int | None = None,
                      holdout: float | None = None, skip_bad_files: bool = False, threshold: dict | None = None,
@@ -93,6 +109,7 @@ def train_folder_run(out: str | os.PathLike, config: TrainConfig, normal_dir, re
             "skip_bad_files": skip_bad_files}
     config = TrainConfig.from_dict({**config.to_dict(), "model_kwargs": {
         **config.model_kwargs, "input_size": list(image_size), "in_channels": channels}})
+    config = _negatives_for_input(config, tuple(image_size))
     split, skipped = folder_split(data)
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s), listed in {out}/skipped_files.json:", file=sys.stderr)
