@@ -25,7 +25,7 @@ def split():
 def test_default_recipe_separates_sneakers_from_boots(split):
     config = PRESETS["default"]
     model, _ = train_embedding(config, split.train_images, split.training_labels(config.labels), device="cpu",
-                               progress=False)
+                               progress=False, normal_label=split.normal_label(config.labels))
     # Anchors: the 1000 normal training images; test: all 1000 test sneakers and 1000 test boots.
     detector = Detector(model, device="cpu").fit(split.anchor_images)
     auc = roc_auc_score(split.test_is_anomaly, detector.score_samples(split.test_images))

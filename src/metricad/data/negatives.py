@@ -36,7 +36,7 @@ def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_lab
     if len(set(names)) != len(names):
         raise ValueError(f"each negative transform may be named once, got {names}")
     if normal_label is None:
-        raise ValueError("shifted negatives need the normal class's label")
+        raise ValueError("shifted negatives need the normal class's label: pass normal_label (or negatives=[])")
     normals = images[labels == normal_label]
     if len(normals) == 0:
         raise ValueError(f"no training image has the normal label {normal_label}")
