@@ -165,7 +165,7 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
     return rows
 
 
-# Rows written before rows named the method that was fitted: the extra scores of a fit and their method.
+# For rows written before each row recorded its "fit": which fitted method produced each extra score.
 _FITTED_BY = {"binary-prob": "binary", "doc-lof": "doc", "metricad+margin": "metricad"}
 
 
