@@ -64,11 +64,11 @@ def nearest_distance(anchors: torch.Tensor, queries: torch.Tensor) -> np.ndarray
 SUITE = ((7, 9, 5), (0, 6, 2), (2, 4, 6), (5, 7, 9), (9, 5, 7))
 
 
-def probe(config: TrainConfig, normal: int, anomaly: int, stand_in: int | None, synthetic: str = "none",
+def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | None, synthetic: str = "none",
           curve: bool = False, limit: int | None = None) -> dict:
-    """Train ``config`` on one split (the validation split against ``stand_in``, or the test split if None) and
-    return each score's AUC."""
-    split = make_split(*load_fashion_mnist(), normal=normal, anomaly=anomaly, limit=limit)
+    """Train ``config`` on one split of ``data`` (``load_fashion_mnist()``): the validation split against
+    ``stand_in``, or the test split if None. Return each score's AUC."""
+    split = make_split(*data, normal=normal, anomaly=anomaly, limit=limit)
     if stand_in is not None:
         split = validation_split(split, stand_in, seed=0)
     labels, normal_label = split.training_labels(config.labels), split.normal_label(config.labels)
@@ -129,9 +129,9 @@ def main() -> None:
     options = {"set": dict(args.set or []), "synthetic": args.synthetic}
     stand_in = None if args.split == "test" else int(args.split.split(":")[1])
     triples = SUITE if args.suite else ((args.normal, args.anomaly, stand_in),)
-    results = []
+    results, data = [], load_fashion_mnist()
     for normal, anomaly, stand_in in triples:
-        results.append(probe(config, normal, anomaly, stand_in, args.synthetic, args.curve, args.limit))
+        results.append(probe(config, data, normal, anomaly, stand_in, args.synthetic, args.curve, args.limit))
         print(json.dumps(results[-1] | options), flush=True)
     if args.suite:
         names = [name for name in results[0] if name not in ("split", "normal", "anomaly", "train_seconds", "curve")]

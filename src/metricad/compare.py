@@ -165,10 +165,6 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
     return rows
 
 
-# For rows written before each row recorded its "fit": which fitted method produced each extra score.
-_FITTED_BY = {"binary-prob": "binary", "doc-lof": "doc", "metricad+margin": "metricad"}
-
-
 def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, limit) -> dict:
     """The rows of an earlier ``compare.json`` (``previous``, read from ``source``) that this comparison would
     measure again: same split kind (``"test"`` or the validation stand-ins) and ``limit``, and for trained
@@ -180,15 +176,13 @@ def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, li
         if previous[key] != wanted:
             raise ValueError(f"{source} was measured with {key} {previous[key]!r}, this comparison uses {wanted!r}")
     earlier_base = TrainConfig.from_dict(previous["training"])
-    rows = [r for p in previous.get("pairs", [previous]) for r in p["rows"]]
+    changed = {method for method in _TRAINED if replace(method_config(method, earlier_base), seed=0)
+               != replace(method_config(method, base), seed=0)}
     reusable = {}
-    for row in rows:
-        method = row.get("fit") or _FITTED_BY.get(row["method"], row["method"])
-        if method in _TRAINED and (replace(method_config(method, earlier_base), seed=0)
-                                   != replace(method_config(method, base), seed=0)):
-            continue
-        reusable.setdefault((row["normal"], row["anomaly"], method, row["seed"]), []).append(
-            row | {"fit": method, "reused_from": row.get("reused_from", source)})
+    for row in (r for p in previous.get("pairs", [previous]) for r in p["rows"]):
+        if row["fit"] not in changed:
+            reusable.setdefault((row["normal"], row["anomaly"], row["fit"], row["seed"]), []).append(
+                row | {"reused_from": row.get("reused_from", source)})
     return reusable
 
 
@@ -197,13 +191,13 @@ def summarize(rows: list[dict]) -> list[dict]:
     for method in dict.fromkeys(r["method"] for r in rows):
         sub = [r for r in rows if r["method"] == method]
         aucs = [r["auc"] for r in sub]
+        sources = sorted({r["reused_from"] for r in sub if "reused_from" in r})
         summary.append({"method": method, "seeds": len(sub), "auc_mean": statistics.mean(aucs),
                         "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
                         "train_seconds": statistics.mean(r["train_seconds"] for r in sub),
                         "ms_per_image_batch1": statistics.median(r["ms_per_image_batch1"] for r in sub),
                         "ms_per_image_batch20": statistics.median(r["ms_per_image_batch20"] for r in sub),
-                        **({"reused_from": sorted({r["reused_from"] for r in sub if "reused_from" in r})}
-                           if any("reused_from" in r for r in sub) else {})})
+                        **({"reused_from": sources} if sources else {})})
     return summary
 
 

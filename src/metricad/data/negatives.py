@@ -22,6 +22,16 @@ SHIFTS = {
 }
 
 
+QUARTER_TURNS = ("rot90", "rot270")  # they swap height and width
+
+
+def check_fits(names, height: int, width: int) -> None:
+    """Refuse quarter turns of a non-square input, whose shape they would change."""
+    turns = [name for name in names if name in QUARTER_TURNS]
+    if turns and height != width:
+        raise ValueError(f"{','.join(turns)} need a square model input, this one is {height}x{width}")
+
+
 def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_label: int | None,
                           names) -> tuple[torch.Tensor, torch.Tensor]:
     """Append, for each transform in ``names``, every normal image so transformed, labelled ``labels.max() + 1``,
@@ -40,9 +50,7 @@ def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_lab
     normals = images[labels == normal_label]
     if len(normals) == 0:
         raise ValueError(f"no training image has the normal label {normal_label}")
-    height, width = images.shape[2:]
-    if any(name in ("rot90", "rot270") for name in names) and height != width:
-        raise ValueError(f"rot90/rot270 need a square model input, this one is {height}x{width}")
+    check_fits(names, *images.shape[2:])
     first = int(labels.max()) + 1
     extra = [SHIFTS[name](normals) for name in names]
     extra_labels = [torch.full((len(normals),), first + i, dtype=labels.dtype) for i in range(len(names))]
