@@ -10,7 +10,7 @@ is chosen on (``SUITE``: five (normal, anomaly) pairs, each with a close stand-i
 each score. ``--curve`` adds the k-NN AUC after every epoch.
 
 Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor),
-``knn5`` (mean over 5), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
+``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length embeddings), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
 other class's cosine minus the normal class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the
 anchors; ``pca`` = raw-pixel PCA reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
 as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the
@@ -52,10 +52,11 @@ def synthetic_anomalies(split, kind: str, rng: np.random.Generator) -> np.ndarra
     return out
 
 
-def nearest_distance(anchors: torch.Tensor, queries: torch.Tensor) -> np.ndarray:
+def nearest_distance(anchors: torch.Tensor, queries: torch.Tensor, k: int = 1) -> np.ndarray:
+    """Mean euclidean distance of each query to its k nearest anchors."""
     index = ExactIndex()
     index.add(anchors)
-    return index.search(queries, 1)[0][:, 0].numpy()
+    return index.search(queries, k)[0].mean(1).numpy()
 
 
 # (normal, anomaly, stand-in) triples the default recipe is chosen on: the five pairs of BENCHMARKS section 2c
@@ -94,6 +95,9 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
         maps = [model.forward_features(to_model_input(x)).flatten(1) for x in (split.anchor_images, split.test_images)]
     scores = {"knn": knn, "knn5": Detector(model, k=5, device="cpu").fit(split.anchor_images).score_samples(
                   split.test_images), "feature_map": nearest_distance(*maps)}
+    # cos, cos5: the same k-NN on unit-length embeddings, i.e. by angle, the only thing CosFace trains.
+    unit = [torch.nn.functional.normalize(detector.embed(x), dim=1) for x in (split.anchor_images, split.test_images)]
+    scores["cos"], scores["cos5"] = nearest_distance(*unit), nearest_distance(*unit, k=5)
     centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
     if centres is not None:
         margin = MarginScorer(detector, centres, normal_label)
@@ -125,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig.from_dict(PRESETS["default"].to_dict() | dict(args.set or []))
+    config = PRESETS["default"].with_options(dict(args.set or []))
     options = {"set": dict(args.set or []), "synthetic": args.synthetic}
     stand_in = None if args.split == "test" else int(args.split.split(":")[1])
     triples = SUITE if args.suite else ((args.normal, args.anomaly, stand_in),)

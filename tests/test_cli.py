@@ -157,7 +157,7 @@ def test_compare_changes_training_options_with_set(tmp_path, fake_fashion_dir, c
                          "--set", "model_kwargs={\"widths\": [4, 4, 4]}", "--device", "cpu")
     training = report["training"]
     assert (training["epochs"], training["lr_schedule"], training["lr_milestones"]) == (1, "step", [1])
-    assert training["model_kwargs"] == {"widths": [4, 4, 4]}
+    assert training["model_kwargs"] == {"normalize": True, "widths": [4, 4, 4]}  # merged into the default's
     assert main(["compare", "--out", str(out), "--methods", "metricad", "--set", "epochz=3"]) == 2
     assert "unknown training option(s): epochz" in capsys.readouterr().err
     with pytest.raises(SystemExit):

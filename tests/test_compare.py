@@ -58,3 +58,10 @@ def test_baselines_train_without_metricads_shifted_negatives():
     for method in ("doc", "binary", "seed"):
         config = method_config(method, base)
         assert config.negatives == [] and config.epochs == 3, method  # the same budget, not the same extra data
+
+
+def test_baselines_train_on_raw_features_and_keep_the_other_model_options():
+    base = replace(PRESETS["default"], model_kwargs={"normalize": True, "embedding_dim": 16})
+    assert method_config("metricad", base).model_kwargs == {"normalize": True, "embedding_dim": 16}
+    for method in ("doc", "binary", "seed"):
+        assert method_config(method, base).model_kwargs == {"embedding_dim": 16}, method

@@ -16,6 +16,20 @@ def test_models_embed_28x28_grey_images(name):
     assert model.metricad_config == {"name": name, "kwargs": {"embedding_dim": 32}}
 
 
+@pytest.mark.parametrize("name", ["compact-cnn", "seed-mobilenetv2"])
+def test_normalize_gives_unit_length_embeddings_in_the_same_direction(name):
+    torch.manual_seed(0)
+    raw = create_model(name, embedding_dim=8).eval()
+    torch.manual_seed(0)
+    unit = create_model(name, embedding_dim=8, normalize=True).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected, out = raw(x), unit(x)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(out, expected / expected.norm(dim=1, keepdim=True))
+    assert unit.metricad_config["kwargs"]["normalize"] is True  # what a saved run rebuilds it with
+
+
 def test_seed_model_is_the_original_network():
     model = create_model("seed-mobilenetv2")
     assert model.features[0][0].in_channels == 1  # MobileNetV2 built on the 1-channel input

@@ -13,10 +13,11 @@ from metricad.runtime import export_onnx
 SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-5
 
 
-@pytest.mark.parametrize("name", ["compact-cnn", "seed-mobilenetv2"])
-def test_onnx_scores_agree_with_torch(name):
+@pytest.mark.parametrize("name,normalize", [("compact-cnn", False), ("compact-cnn", True),
+                                            ("seed-mobilenetv2", False)])
+def test_onnx_scores_agree_with_torch(name, normalize):
     torch.manual_seed(0)
-    model = create_model(name, embedding_dim=16)
+    model = create_model(name, embedding_dim=16, normalize=normalize)
     rng = np.random.default_rng(0)
     normal = rng.integers(0, 255, size=(64, 28, 28)).astype(np.uint8)
     queries = rng.integers(0, 255, size=(23, 28, 28)).astype(np.uint8)

@@ -112,3 +112,15 @@ def test_negatives_add_one_class_per_transform_to_the_loss(tiny_data):
     _, _, criterion = train_embedding(config, images, labels, device="cpu", progress=False, normal_label=1,
                                       return_loss=True)
     assert criterion.loss.W.shape == (8, 6)  # CosFace centres: 4 classes + 2 transforms of class 1
+
+
+def test_options_change_a_configuration_and_merge_its_model_options():
+    base = TrainConfig(model_kwargs={"normalize": True, "embedding_dim": 8}, epochs=3)
+    changed = base.with_options({"epochs": 1, "model_kwargs": {"embedding_dim": 4}})
+    assert (changed.epochs, changed.model_kwargs) == (1, {"normalize": True, "embedding_dim": 4})
+    assert base.with_options({"model_kwargs": {"normalize": False}}).model_kwargs["normalize"] is False
+    assert base.epochs == 3 and base.model_kwargs["embedding_dim"] == 8  # the original is left as it was
+    with pytest.raises(ValueError, match="model_kwargs must be a JSON object"):
+        base.with_options({"model_kwargs": [4, 4]})
+    with pytest.raises(ValueError, match="unknown training option"):
+        base.with_options({"epoch": 1})

@@ -21,7 +21,7 @@ from metricad.losses import LOSSES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
 from metricad.thresholds import THRESHOLD_MODES
-from metricad.training import PRESETS, TrainConfig
+from metricad.training import PRESETS
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
 
@@ -392,7 +392,7 @@ def cmd_compare(args) -> None:
     from metricad.runs import load_split
 
     overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
-    base = TrainConfig.from_dict(PRESETS["default"].to_dict() | overrides)
+    base = PRESETS["default"].with_options(overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -34,7 +34,13 @@ TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for
 
 
 def method_config(method: str, base: TrainConfig | None = None) -> TrainConfig:
-    return replace(base or PRESETS["default"], **_TRAINED[method])
+    base = base or PRESETS["default"]
+    if method == "metricad":
+        return base
+    # Nor do they unit-normalise their embeddings: that suits metricad's angular (CosFace) loss; DOC's
+    # compactness and the classifiers' linear heads are defined on the raw features.
+    kwargs = {k: v for k, v in base.model_kwargs.items() if k != "normalize"}
+    return replace(base, model_kwargs=kwargs, **_TRAINED[method])
 
 
 class ProbabilityScorer:

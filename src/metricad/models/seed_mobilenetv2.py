@@ -11,7 +11,7 @@ from metricad.models.registry import register_model
 
 class SeedMobileNetV2(nn.Module):
     def __init__(self, embedding_dim: int = 128, in_channels: int = 1, upsample: int = 3,
-                 input_size: tuple[int, int] = (28, 28)):
+                 input_size: tuple[int, int] = (28, 28), normalize: bool = False):
         super().__init__()
         self.embedding_dim, self.in_channels, self.input_size = embedding_dim, in_channels, tuple(input_size)
         self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest")  # Keras UpSampling2D is nearest
@@ -22,6 +22,7 @@ class SeedMobileNetV2(nn.Module):
                                             stem.padding, bias=False)
         self.features = backbone.features
         self.head = nn.Linear(backbone.last_channel, embedding_dim)
+        self.normalize = normalize  # unit-length embeddings: euclidean k-NN then ranks like cosine similarity
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, 1280, 3, 3)`` (used by heat-map explanations)."""
@@ -32,7 +33,8 @@ class SeedMobileNetV2(nn.Module):
         return self.features[:2](self.upsample(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.mean(dim=(2, 3)))
+        embedding = self.head(features.mean(dim=(2, 3)))
+        return nn.functional.normalize(embedding, dim=1) if self.normalize else embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
