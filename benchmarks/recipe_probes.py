@@ -9,8 +9,9 @@ test`` uses the real test split, for reporting only. ``--suite`` runs every vali
 is chosen on (``SUITE``: five (normal, anomaly) pairs, each with a close stand-in) and prints the mean AUC of
 each score. ``--curve`` adds the k-NN AUC after every epoch.
 
-Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor),
-``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length embeddings), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
+Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor, on the
+embeddings as the model outputs them), ``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length
+embeddings; equal to ``knn`` and ``knn5`` when the model normalises, as the default does), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
 other class's cosine minus the normal class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the
 anchors; ``pca`` = raw-pixel PCA reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
 as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the

@@ -21,6 +21,20 @@ def test_train_writes_a_self_describing_run(trained_run):
     assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
+def test_default_run_embeds_to_unit_length_and_no_normalize_keeps_the_length(trained_run):
+    from metricad import Detector
+    from metricad.cli import _training_config, build_parser
+
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["kwargs"] == {"normalize": True}  # what the loaded model is rebuilt with
+    norms = Detector.load(trained_run, device="cpu").anchor_embeddings_.norm(dim=1)
+    np.testing.assert_allclose(norms.numpy(), 1.0, rtol=1e-5)
+    parse = build_parser().parse_args
+    assert _training_config(parse(["train", "--out", "r", "--no-normalize"])).model_kwargs == {"normalize": False}
+    assert _training_config(parse(["train", "--out", "r"])).model_kwargs == {"normalize": True}
+    assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).model_kwargs == {}
+
+
 def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, capsys):
     assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20", "--k", "2"]) == 0
     out = capsys.readouterr().out

@@ -70,6 +70,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negatives", type=_negatives, metavar="T1,T2|none",
                    help=f"transforms of the normal images trained as classes of their own ({', '.join(SHIFTS)}); "
                         "none for objects without a fixed orientation")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length "
+                        "(the previous default, better on sneaker vs boot: BENCHMARKS.md section 2d)")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
@@ -110,7 +113,8 @@ def _training_config(args):
     overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
                  "negatives": args.negatives, "seed": args.seed}
-    return replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
 
 
 def _train(args) -> Path:
