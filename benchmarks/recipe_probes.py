@@ -11,7 +11,8 @@ each score. ``--curve`` adds the k-NN AUC after every epoch.
 
 Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor, on the
 embeddings as the model outputs them), ``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length
-embeddings; equal to ``knn`` and ``knn5`` when the model normalises, as the default does), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
+embeddings; equal to ``knn`` and ``knn5`` when the model normalises, as the default does), ``raw`` (1-NN on
+the embeddings before any normalisation) and ``raw+cos`` (both, z-scored on the anchors), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
 other class's cosine minus the normal class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the
 anchors; ``pca`` = raw-pixel PCA reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
 as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the
@@ -99,6 +100,18 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
     # cos, cos5: the same k-NN on unit-length embeddings, i.e. by angle, the only thing CosFace trains.
     unit = [torch.nn.functional.normalize(detector.embed(x), dim=1) for x in (split.anchor_images, split.test_images)]
     scores["cos"], scores["cos5"] = nearest_distance(*unit), nearest_distance(*unit, k=5)
+    # raw: the same k-NN on the embeddings before any normalisation, length included; raw+cos: both distances,
+    # each z-scored on the anchors' leave-one-out distances (the length as a cue beside the direction).
+    # (The model's flag is read at every forward pass: each detector scores while it has the value it was fitted with.)
+    normalize = getattr(model, "normalize", False)
+    model.normalize = False
+    raw_detector = Detector(model, device="cpu").fit(split.anchor_images)
+    scores["raw"] = raw_detector.score_samples(split.test_images)
+    raw_mean, raw_std = anchor_score_stats(raw_detector)
+    model.normalize = normalize
+    if normalize:
+        unit_mean, unit_std = anchor_score_stats(detector)
+        scores["raw+cos"] = (scores["raw"] - raw_mean) / raw_std + (knn - unit_mean) / unit_std
     centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
     if centres is not None:
         margin = MarginScorer(detector, centres, normal_label)
