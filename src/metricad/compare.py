@@ -37,8 +37,8 @@ def method_config(method: str, base: TrainConfig | None = None) -> TrainConfig:
     base = base or PRESETS["default"]
     if method == "metricad":
         return base
-    # Nor do they unit-normalise their embeddings: that suits metricad's angular (CosFace) loss; DOC's
-    # compactness and the classifiers' linear heads are defined on the raw features.
+    # The baselines keep raw (not unit-length) features: the unit length suits metricad's angular CosFace loss,
+    # while DOC's compactness and the classifiers' linear heads are defined on the raw features.
     kwargs = {k: v for k, v in base.model_kwargs.items() if k != "normalize"}
     return replace(base, model_kwargs=kwargs, **_TRAINED[method])
 
