@@ -12,9 +12,10 @@ each score. ``--curve`` adds the k-NN AUC after every epoch.
 Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor, on the
 embeddings as the model outputs them), ``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length
 embeddings; equal to ``knn`` and ``knn5`` when the model normalises, as the default does), ``raw`` (1-NN on
-the embeddings before any normalisation) and ``raw+cos`` (both, z-scored on the anchors), ``feature_map`` (1-NN on the flattened last feature map), ``margin`` (CosFace: the best
-other class's cosine minus the normal class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the
-anchors; ``pca`` = raw-pixel PCA reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
+the embeddings before any normalisation), ``raw+cos`` (both, z-scored on the anchors), ``feature_map`` (1-NN
+on the flattened last feature map), ``margin`` (CosFace: the best other class's cosine minus the normal
+class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the anchors; ``pca`` = raw-pixel PCA
+reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
 as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the
 image per side) replaced by (cutmix) or maxed with (maxmix) the same box of a random reference image.
 Prints one JSON line per split.
@@ -97,20 +98,18 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
         maps = [model.forward_features(to_model_input(x)).flatten(1) for x in (split.anchor_images, split.test_images)]
     scores = {"knn": knn, "knn5": Detector(model, k=5, device="cpu").fit(split.anchor_images).score_samples(
                   split.test_images), "feature_map": nearest_distance(*maps)}
-    # cos, cos5: the same k-NN on unit-length embeddings, i.e. by angle, the only thing CosFace trains.
-    unit = [torch.nn.functional.normalize(detector.embed(x), dim=1) for x in (split.anchor_images, split.test_images)]
-    scores["cos"], scores["cos5"] = nearest_distance(*unit), nearest_distance(*unit, k=5)
-    # raw: the same k-NN on the embeddings before any normalisation, length included; raw+cos: both distances,
-    # each z-scored on the anchors' leave-one-out distances (the length as a cue beside the direction).
-    # (The model's flag is read at every forward pass: each detector scores while it has the value it was fitted with.)
+    # raw: 1-NN on the embeddings before any normalisation, length included; cos, cos5: the same on unit-length
+    # embeddings, i.e. by angle, the only thing CosFace trains; raw+cos: both, z-scored on the anchors.
     normalize = getattr(model, "normalize", False)
-    model.normalize = False
+    model.normalize = False  # read at every forward pass: these embeddings keep their length
     raw_detector = Detector(model, device="cpu").fit(split.anchor_images)
-    scores["raw"] = raw_detector.score_samples(split.test_images)
-    raw_mean, raw_std = anchor_score_stats(raw_detector)
+    raw_test = raw_detector.embed(split.test_images)
     model.normalize = normalize
-    if normalize:
-        unit_mean, unit_std = anchor_score_stats(detector)
+    scores["raw"] = raw_detector.score_embeddings(raw_test)
+    unit = [torch.nn.functional.normalize(e, dim=1) for e in (raw_detector.anchor_embeddings_, raw_test)]
+    scores["cos"], scores["cos5"] = nearest_distance(*unit), nearest_distance(*unit, k=5)
+    if normalize:  # the detector's own k-NN is then the unit-length one
+        (raw_mean, raw_std), (unit_mean, unit_std) = anchor_score_stats(raw_detector), anchor_score_stats(detector)
         scores["raw+cos"] = (scores["raw"] - raw_mean) / raw_std + (knn - unit_mean) / unit_std
     centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
     if centres is not None:
