@@ -9,13 +9,13 @@ test`` uses the real test split, for reporting only. ``--suite`` runs every vali
 is chosen on (``SUITE``: five (normal, anomaly) pairs, each with a close stand-in) and prints the mean AUC of
 each score. ``--curve`` adds the k-NN AUC after every epoch.
 
-Scores printed (higher = more anomalous for each): ``knn`` (the default: distance to the nearest anchor, on the
-embeddings as the model outputs them), ``knn5`` (mean over 5), ``cos`` and ``cos5`` (the same on unit-length
-embeddings; equal to ``knn`` and ``knn5`` when the model normalises, as the default does), ``raw`` (1-NN on
-the embeddings before any normalisation), ``raw+cos`` (both, z-scored on the anchors), ``feature_map`` (1-NN
-on the flattened last feature map), ``margin`` (CosFace: the best other class's cosine minus the normal
-class's), ``knn+margin`` and ``knn+pca`` (sums of scores z-scored on the anchors; ``pca`` = raw-pixel PCA
-reconstruction error). ``--synthetic cutmix|maxmix`` adds, as one extra class,
+Scores printed (higher = more anomalous for each; see ``score_arrays``): ``cos`` (the default's: 1-NN on the
+unit-length embeddings), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation, length
+included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
+scores (``raw+cos``, ``cos+margin`` = compare's ``metricad+margin``, ``cos5+margin``, ``raw+margin``,
+``raw+cos+margin``, ``cos+pca`` with ``pca`` the raw-pixel PCA reconstruction error) and ``feature_map``
+(1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
+``--rescore DIR/*.npz`` prints the scores again without training. ``--synthetic cutmix|maxmix`` adds, as one extra class,
 as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the
 image per side) replaced by (cutmix) or maxed with (maxmix) the same box of a random reference image.
 Prints one JSON line per split.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +35,6 @@ from sklearn.metrics import roc_auc_score
 from metricad import Detector
 from metricad.baselines import PCAReconstruction
 from metricad.cli import _setting
-from metricad.compare import MarginScorer, anchor_score_stats
 from metricad.data import load_fashion_mnist, make_split, validation_split
 from metricad.index import ExactIndex
 from metricad.preprocessing import to_model_input
@@ -69,9 +69,10 @@ SUITE = ((7, 9, 5), (0, 6, 2), (2, 4, 6), (5, 7, 9), (9, 5, 7))
 
 
 def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | None, synthetic: str = "none",
-          curve: bool = False, limit: int | None = None) -> dict:
+          curve: bool = False, limit: int | None = None, save_dir: Path | None = None) -> dict:
     """Train ``config`` on one split of ``data`` (``load_fashion_mnist()``): the validation split against
-    ``stand_in``, or the test split if None. Return each score's AUC."""
+    ``stand_in``, or the test split if None. Return each score's AUC. With ``save_dir``, the embeddings and
+    everything else the scores need are saved there (``--rescore`` scores them again without training)."""
     split = make_split(*data, normal=normal, anomaly=anomaly, limit=limit)
     if stand_in is not None:
         split = validation_split(split, stand_in, seed=0)
@@ -80,51 +81,103 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
     if synthetic != "none":
         extra = synthetic_anomalies(split, synthetic, np.random.default_rng(config.seed))
         images, labels = np.concatenate([images, extra]), np.r_[labels, np.full(len(extra), labels.max() + 1)]
-    y = split.test_is_anomaly
     aucs_by_epoch = []
 
     def follow(record, model):
         detector = Detector(model, device="cpu").fit(split.anchor_images)
-        aucs_by_epoch.append(round(roc_auc_score(y, detector.score_samples(split.test_images)), 4))
+        aucs_by_epoch.append(round(roc_auc_score(split.test_is_anomaly, detector.score_samples(split.test_images)), 4))
 
     start = time.perf_counter()
     model, _, criterion = train_embedding(config, images, labels, device="cpu", progress=False, return_loss=True,
                                           normal_label=normal_label, on_epoch_end=follow if curve else None)
     seconds = time.perf_counter() - start
 
-    detector = Detector(model, device="cpu").fit(split.anchor_images)
-    knn = detector.score_samples(split.test_images)
+    # Everything below is scored from the embeddings before any normalisation (length included).
+    model.normalize = False  # read at every forward pass
+    raw = Detector(model, device="cpu").fit(split.anchor_images)
+    pca = PCAReconstruction().fit(split.anchor_images)
+    centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
+    arrays = {"raw_anchors": raw.anchor_embeddings_.numpy(), "raw_test": raw.embed(split.test_images).numpy(),
+              "is_anomaly": split.test_is_anomaly, "normal_label": np.array(normal_label),
+              "pca_anchors": pca.score_samples(split.anchor_images), "pca_test": pca.score_samples(split.test_images),
+              **({"centres": centres.detach().numpy()} if centres is not None else {})}
+    name = f"{normal}-{anomaly}-{'test' if stand_in is None else f'val{stand_in}'}-seed{config.seed}"
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(save_dir / f"{name}.npz", **arrays)
     with torch.no_grad():
         maps = [model.forward_features(to_model_input(x)).flatten(1) for x in (split.anchor_images, split.test_images)]
-    scores = {"knn": knn, "knn5": Detector(model, k=5, device="cpu").fit(split.anchor_images).score_samples(
-                  split.test_images), "feature_map": nearest_distance(*maps)}
-    # raw: 1-NN on the embeddings before any normalisation, length included; cos, cos5: the same on unit-length
-    # embeddings, i.e. by angle, the only thing CosFace trains; raw+cos: both, z-scored on the anchors.
-    normalize = getattr(model, "normalize", False)
-    model.normalize = False  # read at every forward pass: these embeddings keep their length
-    raw_detector = Detector(model, device="cpu").fit(split.anchor_images)
-    raw_test = raw_detector.embed(split.test_images)
-    model.normalize = normalize
-    scores["raw"] = raw_detector.score_embeddings(raw_test)
-    unit = [torch.nn.functional.normalize(e, dim=1) for e in (raw_detector.anchor_embeddings_, raw_test)]
-    scores["cos"], scores["cos5"] = nearest_distance(*unit), nearest_distance(*unit, k=5)
-    if normalize:  # the detector's own k-NN is then the unit-length one
-        (raw_mean, raw_std), (unit_mean, unit_std) = anchor_score_stats(raw_detector), anchor_score_stats(detector)
-        scores["raw+cos"] = (scores["raw"] - raw_mean) / raw_std + (knn - unit_mean) / unit_std
-    centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
-    if centres is not None:
-        margin = MarginScorer(detector, centres, normal_label)
-        scores["margin"] = margin.margin(detector.embed(split.test_images))
-        scores["knn+margin"] = margin.score_samples(split.test_images)
-    # knn + PCA: each z-scored on the anchors, as metricad+margin does with its two scores.
-    (knn_mean, knn_std), pca = anchor_score_stats(detector), PCAReconstruction().fit(split.anchor_images)
-    pca_anchors = pca.score_samples(split.anchor_images)
-    scores["knn+pca"] = ((knn - knn_mean) / knn_std
-                         + (pca.score_samples(split.test_images) - pca_anchors.mean()) / pca_anchors.std())
+    aucs = score_arrays(arrays) | {"feature_map": _auc(split.test_is_anomaly, nearest_distance(*maps))}
     return {"split": "test" if stand_in is None else f"val:{stand_in}", "normal": normal, "anomaly": anomaly,
-            "train_seconds": round(seconds),
-            **{name: round(float(roc_auc_score(y, s)), 4) for name, s in scores.items()},
+            "seed": config.seed, "train_seconds": round(seconds), **aucs,
             **({"curve": aucs_by_epoch} if curve else {})}
+
+
+def _auc(is_anomaly, scores) -> float:
+    return round(float(roc_auc_score(is_anomaly, scores)), 4)
+
+
+def _zscored(anchor_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    return (scores - anchor_scores.mean()) / (anchor_scores.std() or 1.0)
+
+
+def _knn(anchors: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN distances of the queries, and the anchors' own leave-one-out ones (to z-score against)."""
+    index = ExactIndex()
+    index.add(anchors)
+    return index.search(queries, k)[0].mean(1).numpy(), index.search(anchors, k + 1)[0][:, 1:].mean(1).numpy()
+
+
+def score_arrays(arrays: dict) -> dict:
+    """Each score's AUC from one probe's embeddings (higher score = more anomalous for each).
+
+    ``cos``/``cos5``: 1-NN / mean of 5-NN on unit-length embeddings (the default's score); ``raw``: 1-NN on the
+    embeddings as the network outputs them, length included; ``margin`` (CosFace): the best other class's cosine
+    minus the normal class's; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN scores
+    leave-one-out, as the detector's ``knn+margin`` score); ``pca``: raw-pixel PCA reconstruction error.
+    """
+    raw = {key: torch.as_tensor(arrays[f"raw_{key}"]) for key in ("anchors", "test")}
+    unit = {key: torch.nn.functional.normalize(value, dim=1) for key, value in raw.items()}
+    z = {}
+    for name, embeddings, k in (("cos", unit, 1), ("cos5", unit, 5), ("raw", raw, 1)):
+        test, anchors = _knn(embeddings["anchors"], embeddings["test"], k)
+        z[name] = _zscored(anchors, test)
+    z["pca"] = _zscored(arrays["pca_anchors"], arrays["pca_test"])
+    if "centres" in arrays:
+        centres = torch.nn.functional.normalize(torch.as_tensor(arrays["centres"]), dim=0)
+        normal = int(arrays["normal_label"])
+
+        def margin(embeddings):
+            cosines = embeddings @ centres
+            others = torch.cat([cosines[:, :normal], cosines[:, normal + 1:]], 1)
+            return (others.max(1).values - cosines[:, normal]).numpy()
+
+        z["margin"] = _zscored(margin(unit["anchors"]), margin(unit["test"]))
+    combos = ["raw+cos", "cos+pca", "cos+margin", "cos5+margin", "raw+margin", "raw+cos+margin"]
+    scores = dict(z)
+    for combo in combos:
+        parts = combo.split("+")
+        if all(part in z for part in parts):
+            scores[combo] = sum(z[part] for part in parts)
+    del scores["pca"]  # a baseline of its own (compare's ``pca``), here only as a part of ``cos+pca``
+    # A z-score is a monotone map of its score: each AUC is that of the score itself.
+    return {name: _auc(arrays["is_anomaly"], s) for name, s in scores.items()}
+
+
+def rescore(paths) -> None:
+    """Print each saved probe's AUCs (``--save``), and their means when there are several."""
+    results = []
+    for path in paths:
+        with np.load(path) as saved:
+            results.append({"file": Path(path).name, **score_arrays(dict(saved))})
+        print(json.dumps(results[-1]))
+    if len(results) > 1:
+        print(json.dumps({"mean": _means(results)}))
+
+
+def _means(results: list[dict]) -> dict:
+    names = [name for name, value in results[0].items() if isinstance(value, float)]
+    return {name: round(float(np.mean([r[name] for r in results])), 4) for name in names}
 
 
 def main() -> None:
@@ -139,7 +192,11 @@ def main() -> None:
     parser.add_argument("--curve", action="store_true", help="k-NN AUC after every epoch")
     parser.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--save", type=Path, metavar="DIR", help="save each probe's embeddings here (one .npz)")
+    parser.add_argument("--rescore", nargs="+", metavar="NPZ", help="score saved probes again; no training")
     args = parser.parse_args()
+    if args.rescore:
+        return rescore(args.rescore)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = PRESETS["default"].with_options(dict(args.set or []))
@@ -148,12 +205,11 @@ def main() -> None:
     triples = SUITE if args.suite else ((args.normal, args.anomaly, stand_in),)
     results, data = [], load_fashion_mnist()
     for normal, anomaly, stand_in in triples:
-        results.append(probe(config, data, normal, anomaly, stand_in, args.synthetic, args.curve, args.limit))
+        results.append(probe(config, data, normal, anomaly, stand_in, args.synthetic, args.curve, args.limit,
+                             args.save))
         print(json.dumps(results[-1] | options), flush=True)
     if args.suite:
-        names = [name for name in results[0] if name not in ("split", "normal", "anomaly", "train_seconds", "curve")]
-        print(json.dumps({"suite_mean": {name: round(float(np.mean([r[name] for r in results])), 4)
-                                         for name in names}} | options))
+        print(json.dumps({"suite_mean": _means(results)} | options))
 
 
 if __name__ == "__main__":

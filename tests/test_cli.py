@@ -35,6 +35,23 @@ def test_default_run_embeds_to_unit_length_and_no_normalize_keeps_the_length(tra
     assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).model_kwargs == {}
 
 
+def test_default_run_scores_by_knn_plus_margin_and_keeps_the_class_centres(trained_run):
+    from safetensors.torch import load_file
+
+    from metricad.cli import _training_config, build_parser
+
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["training"]["score"] == config["detector"]["score"] == "knn+margin"
+    centres = load_file(str(trained_run / "anchors.safetensors"))["class_centres"]
+    # binary labels (normal, reference) + three quarter turns of the normal images: 5 classes of 128-d centres
+    assert tuple(centres.shape) == (128, 5) and config["detector"]["normal_label"] == 1  # binary: normal = 1
+    parse = build_parser().parse_args
+    assert _training_config(parse(["train", "--out", "r", "--score", "knn"])).score == "knn"
+    assert _training_config(parse(["train", "--out", "r", "--loss", "semi-hard"])).score == "knn"  # no centres
+    assert _training_config(parse(["train", "--out", "r", "--loss", "arcface"])).score == "knn+margin"
+    assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).score == "knn"
+
+
 def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, capsys):
     assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20", "--k", "2"]) == 0
     out = capsys.readouterr().out
@@ -64,7 +81,7 @@ def test_score_png_and_npy(trained_run, tmp_path, capsys):
     header, row = capsys.readouterr().out.splitlines()
     _, score, label, normalized = row.split(",")
     assert header == "path,score,label,normalized_score"
-    assert float(normalized) == pytest.approx(float(score) / (float(score) + threshold), abs=1e-6)
+    assert float(normalized) == pytest.approx(1 / (1 + np.exp(threshold - float(score))), abs=1e-6)  # knn+margin
     assert (float(normalized) > 0.5) == (label == "anomaly")
     assert main(["score", str(trained_run), str(tmp_path / "batch.npy")]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -135,7 +152,7 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     report, _ = _compare(out, fake_fashion_dir, "--seeds", "0,1", "--epochs", "1", "--device", "cpu")
     methods = {s["method"] for s in report["summary"]}
     assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad",
-                       "metricad+margin"}
+                       "metricad-knn"}
     assert all(s["seeds"] == 2 and 0 <= s["auc_mean"] <= 1 for s in report["summary"])
     assert len(report["rows"]) == 20
     table = capsys.readouterr().out
@@ -203,7 +220,7 @@ def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_f
     for method in ("binary", "binary-prob"):
         assert after[method]["reused_from"] == source
         assert {k: v for k, v in after[method].items() if k != "reused_from"} == before[method]
-    for method in ("metricad", "metricad+margin"):
+    for method in ("metricad", "metricad-knn"):
         assert "reused_from" not in after[method] and after[method]["fit"] == "metricad"
     assert f"Rows reused from earlier runs of the same configuration: binary ({source})" in markdown
     assert "reused from" in capsys.readouterr().err

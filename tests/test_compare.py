@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metricad import Detector
-from metricad.compare import LOFScorer, MarginScorer, method_config, summarize
+from metricad.compare import LOFScorer, method_config, summarize
 from metricad.models import create_model
 from metricad.training import PRESETS
 
@@ -29,29 +29,6 @@ def test_summary_mean_and_std_over_seeds():
     assert s["seeds"] == 2
 
 
-class FirstTwoPixels(torch.nn.Module):
-    """A 'model' whose embedding is the first two pixels in [0, 1]: embeddings chosen by hand."""
-
-    in_channels, input_size, embedding_dim = 1, (2, 2), 2
-
-    def forward(self, x):
-        return x.flatten(1)[:, :2]
-
-
-def test_margin_scorer_adds_z_scored_knn_distance_and_class_margin():
-    def images(*pairs):
-        return np.array([[[a, b], [0, 0]] for a, b in pairs], dtype=np.uint8)
-
-    # Anchor embeddings (1, 0), (1, 0.2), (1, 1); class centres: normal = (1, 0), the other class = (0, 1).
-    detector = Detector(FirstTwoPixels(), device="cpu").fit(images((255, 0), (255, 51), (255, 255)))
-    scorer = MarginScorer(detector, torch.eye(2), normal_label=0)
-    # Leave-one-out 1-NN distances of the anchors: 0.2, 0.2, 0.8 -> mean 0.4, std sqrt(0.08).
-    # Margins (other cosine - normal cosine): -1, 0.19612 - 0.98058 = -0.78446, 0 -> mean -0.59482, std 0.42971.
-    # Query (0, 1): nearest anchor (1, 1) at distance 1, margin 1 - 0 = 1.
-    expected = (1.0 - 0.4) / 0.08 ** 0.5 + (1.0 + 0.59482) / 0.42971
-    assert scorer.score_samples(images((0, 255)))[0] == pytest.approx(expected, abs=1e-3)
-
-
 def test_baselines_train_without_metricads_shifted_negatives():
     base = replace(PRESETS["default"], negatives=["rot90", "rot180"], epochs=3)
     assert method_config("metricad", base).negatives == ["rot90", "rot180"]
@@ -65,3 +42,9 @@ def test_baselines_train_on_raw_features_and_keep_the_other_model_options():
     assert method_config("metricad", base).model_kwargs == {"normalize": True, "embedding_dim": 16}
     for method in ("doc", "binary", "seed"):
         assert method_config(method, base).model_kwargs == {"embedding_dim": 16}, method
+
+
+def test_baselines_are_scored_by_knn_and_metricad_by_knn_plus_margin():
+    assert method_config("metricad").score == "knn+margin"
+    for method in ("doc", "binary", "seed"):
+        assert method_config(method).score == "knn", method

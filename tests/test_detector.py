@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from metricad import Detector, NotFittedError
+from metricad.class_margin import ClassMargin
 from metricad.models import create_model
 
 
@@ -126,3 +127,73 @@ def test_saved_files_are_ordinary_files(tmp_path, model, normal_and_anomalous):
     os.umask(mask)
     for name in ("config.json", "weights.safetensors", "anchors.safetensors"):
         assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+class FirstTwoPixels(torch.nn.Module):
+    """A 'model' whose embedding is the first two pixels in [0, 1]: embeddings chosen by hand."""
+
+    in_channels, input_size, embedding_dim = 1, (2, 2), 2
+
+    def forward(self, x):
+        return x.flatten(1)[:, :2]
+
+
+def _pixels(*pairs):
+    return np.array([[[a, b], [0, 0]] for a, b in pairs], dtype=np.uint8)
+
+
+def test_class_margin_is_best_other_cosine_minus_normal_cosine():
+    margin = ClassMargin(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0]]), normal_label=0)  # centres as columns
+    got = margin(torch.tensor([[1.0, 0.0], [0.0, 5.0], [1.0, 1.0]]))
+    # (1, 0): others 0 and 0.70711, normal 1; (0, 5): others 1 and 0.70711, normal 0; (1, 1): 0.70711 each.
+    np.testing.assert_allclose(got.numpy(), [0.70711 - 1.0, 1.0, 1.0 - 0.70711], atol=1e-5)
+    with pytest.raises(ValueError, match="classes >= 2"):
+        ClassMargin(torch.ones(4, 1), 0)
+    with pytest.raises(ValueError, match="normal_label 3"):
+        ClassMargin(torch.ones(4, 2), 3)
+
+
+def test_knn_plus_margin_adds_the_z_scored_distance_and_margin():
+    # Anchor embeddings (1, 0), (1, 0.2), (1, 1); class centres: normal = (1, 0), the other class = (0, 1).
+    det = Detector(FirstTwoPixels(), score="knn+margin", device="cpu").fit(
+        _pixels((255, 0), (255, 51), (255, 255)), ClassMargin(torch.eye(2), normal_label=0))
+    # Leave-one-out 1-NN distances of the anchors: 0.2, 0.2, 0.8 -> mean 0.4, std sqrt(0.08).
+    # Margins (other cosine - normal cosine): -1, 0.19612 - 0.98058 = -0.78446, 0 -> mean -0.59482, std 0.42971.
+    # Query (0, 1): nearest anchor (1, 1) at distance 1, margin 1 - 0 = 1.
+    expected = (1.0 - 0.4) / 0.08 ** 0.5 + (1.0 + 0.59482) / 0.42971
+    assert det.score_samples(_pixels((0, 255)))[0] == pytest.approx(expected, abs=1e-3)
+    # The anchors' own leave-one-out scores set the threshold, on the same scale.
+    loo = (np.array([0.2, 0.2, 0.8]) - 0.4) / 0.08 ** 0.5 + (np.array([-1, -0.78446, 0]) + 0.59482) / 0.42971
+    assert det.offset_ == pytest.approx(np.quantile(loo, 0.99), abs=1e-3)
+    # A sum of z-scores has any sign: the normalised score is a logistic centred on the threshold.
+    assert det.normalized_score([det.offset_, det.offset_ + 2.0, -50.0]) == pytest.approx(
+        [0.5, 1 / (1 + np.exp(-2.0)), 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="needs the class margin"):
+        Detector(FirstTwoPixels(), score="knn+margin", device="cpu").fit(_pixels((255, 0), (0, 255)))
+    with pytest.raises(ValueError, match="score must be one of"):
+        Detector(FirstTwoPixels(), score="margin", device="cpu").fit(_pixels((255, 0), (0, 255)))
+
+
+def test_knn_plus_margin_survives_save_load_and_anchor_subsets(tmp_path, model, normal_and_anomalous):
+    normal, anomalous = normal_and_anomalous
+    margin = ClassMargin(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), normal_label=1)
+    det = Detector(model, score="knn+margin", device="cpu").fit(normal, margin)
+    knn_only = Detector(model, device="cpu").fit(normal)
+    assert not np.allclose(det.score_samples(anomalous), knn_only.score_samples(anomalous))
+    det.save(tmp_path / "run")
+    loaded = Detector.load(tmp_path / "run", device="cpu")
+    assert loaded.score == "knn+margin" and loaded.class_margin_.normal_label == 1
+    np.testing.assert_allclose(loaded.score_samples(anomalous), det.score_samples(anomalous), rtol=1e-5)
+    assert loaded.offset_ == det.offset_
+    subset = det.subset_anchors(n_anchors=50)
+    assert subset.score == "knn+margin" and subset.index_.ntotal == 50
+    scored_by_knn = Detector.load(tmp_path / "run", device="cpu", score="knn")
+    np.testing.assert_allclose(scored_by_knn.score_samples(anomalous), knn_only.score_samples(anomalous), rtol=1e-5)
+    # A run whose centres are gone says so.
+    from safetensors.torch import load_file, save_file
+
+    anchors = load_file(str(tmp_path / "run" / "anchors.safetensors"))
+    del anchors["class_centres"]
+    save_file(anchors, str(tmp_path / "run" / "anchors.safetensors"))
+    with pytest.raises(ValueError, match="needs the class centres"):
+        Detector.load(tmp_path / "run", device="cpu")

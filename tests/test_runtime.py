@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metricad import Detector
+from metricad.class_margin import ClassMargin
 from metricad.cli import main
 from metricad.models import create_model
 from metricad.preprocessing import to_model_array
@@ -21,11 +22,16 @@ def test_onnx_scores_agree_with_torch(name, normalize):
     rng = np.random.default_rng(0)
     normal = rng.integers(0, 255, size=(64, 28, 28)).astype(np.uint8)
     queries = rng.integers(0, 255, size=(23, 28, 28)).astype(np.uint8)
-    torch_det = Detector(model, k=2, device="cpu").fit(normal)
-    onnx_det = Detector(model, k=2, device="cpu", runtime="onnx").fit(normal)
-    np.testing.assert_allclose(onnx_det.score_samples(queries), torch_det.score_samples(queries),
-                               rtol=SCORE_RTOL, atol=SCORE_ATOL)
-    assert onnx_det.offset_ == pytest.approx(torch_det.offset_, rel=SCORE_RTOL)
+    margin = ClassMargin(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), normal_label=0)
+    # knn+margin is a sum of z-scores: near zero, its absolute error is the distances' divided by their std. The
+    # untrained MobileNetV2 embeds all these images almost alike: z-scores of that near-zero spread are noise.
+    scores = (("knn", SCORE_ATOL), ("knn+margin", 1e-4)) if name == "compact-cnn" else (("knn", SCORE_ATOL),)
+    for score, atol in scores:
+        torch_det = Detector(model, k=2, device="cpu", score=score).fit(normal, margin)
+        onnx_det = Detector(model, k=2, device="cpu", runtime="onnx", score=score).fit(normal, margin)
+        np.testing.assert_allclose(onnx_det.score_samples(queries), torch_det.score_samples(queries),
+                                   rtol=SCORE_RTOL, atol=atol)
+        assert onnx_det.offset_ == pytest.approx(torch_det.offset_, rel=SCORE_RTOL)
 
 
 def test_exported_file_runs_on_its_own(tmp_path):

@@ -124,3 +124,11 @@ def test_options_change_a_configuration_and_merge_its_model_options():
         base.with_options({"model_kwargs": [4, 4]})
     with pytest.raises(ValueError, match="unknown training option"):
         base.with_options({"epoch": 1})
+
+
+def test_a_margin_score_needs_a_loss_with_class_centres(tiny_data):
+    images, labels = tiny_data
+    for config, message in ((TrainConfig(loss="semi-hard", score="knn+margin"), "needs a loss with class centres"),
+                            (TrainConfig(score="margin"), "score must be one of")):
+        with pytest.raises(ValueError, match=message):
+            train_embedding(config, images, labels, device="cpu", progress=False)

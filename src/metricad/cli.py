@@ -15,9 +15,9 @@ import numpy as np
 from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.data.negatives import SHIFTS
-from metricad.detector import Detector, read_config
+from metricad.detector import SCORES, Detector, read_config
 from metricad.files import write_json, write_text
-from metricad.losses import LOSSES
+from metricad.losses import LOSSES, LOSSES_WITH_CENTRES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
 from metricad.thresholds import THRESHOLD_MODES
@@ -73,6 +73,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length "
                         "(the previous default, better on sneaker vs boot: BENCHMARKS.md section 2d)")
+    p.add_argument("--score", choices=SCORES,
+                   help="knn+margin: the k-NN distance plus the class margin of a cosface/arcface loss (the "
+                        "default's); knn: the k-NN distance alone (the default for other losses)")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
@@ -114,6 +117,9 @@ def _training_config(args):
                  "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
                  "negatives": args.negatives, "seed": args.seed}
     config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    # A loss without class centres (--loss semi-hard) has no margin to add: it scores by k-NN unless told otherwise.
+    score = args.score or (config.score if config.loss in LOSSES_WITH_CENTRES else "knn")
+    config = replace(config, score=score)
     return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
 
 

@@ -3,8 +3,8 @@
 Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel; also reported as
 ``doc-lof``, scored by LOF as the cited Keras version did), ``binary`` (a normal-vs-reference classifier; scored
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
-configuration: seed loss, binary labels) and ``metricad`` (the default recipe; also reported as
-``metricad+margin``, its k-NN distance plus its CosFace class margin).
+configuration: seed loss, binary labels) and ``metricad`` (the default recipe: k-NN distance plus CosFace class
+margin; also reported as ``metricad-knn``, the same model scored by the k-NN distance alone).
 The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation) but the
 loss, the labels and metricad's shifted negatives.
 """
@@ -20,6 +20,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from metricad.baselines import BASELINES
+from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit
 from metricad.detector import Detector
 from metricad.training import PRESETS, TrainConfig, train_embedding
@@ -27,9 +28,10 @@ from metricad.training import PRESETS, TrainConfig, train_embedding
 METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
 # The baselines train as their papers define them: on the normal and reference images alone, without the
 # shifted negatives (rotated normal images as extra classes) that are part of metricad's own recipe.
-_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary", "negatives": []},
-            "doc": {"loss": "doc", "labels": "fine", "negatives": []},
-            "binary": {"loss": "binary", "labels": "fine", "negatives": []}}
+# They are scored by the k-NN distance alone ("the same k-NN scoring"), as metricad-knn is.
+_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary", "negatives": [], "score": "knn"},
+            "doc": {"loss": "doc", "labels": "fine", "negatives": [], "score": "knn"},
+            "binary": {"loss": "binary", "labels": "fine", "negatives": [], "score": "knn"}}
 TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
 
 
@@ -71,44 +73,6 @@ class LOFScorer:
         return -self.lof.score_samples(features)  # sklearn: higher = more normal
 
 
-class MarginScorer:
-    """k-NN distance plus the CosFace class margin, each z-scored on the anchors (reported as ``metricad+margin``).
-
-    The margin is the best reference class's cosine minus the normal class's, to the loss's learned class centres:
-    the classifier's view, strong where the anomaly resembles a reference class. The k-NN distance is the
-    anchors' view, strong where the anomaly is new to every class. A probe, not the default: see BENCHMARKS.md.
-    """
-
-    def __init__(self, detector: Detector, centres: torch.Tensor, normal_label: int):
-        self.detector, self.normal_label = detector, normal_label
-        self.centres = torch.nn.functional.normalize(centres.detach().to(detector.device_), dim=0)  # dim x classes
-        self.knn_stats = anchor_score_stats(detector)
-        self.margin_stats = _mean_std(self.margin(detector.anchor_embeddings_))
-
-    def margin(self, embeddings: torch.Tensor) -> np.ndarray:
-        """Best reference class's cosine minus the normal class's: higher = less like the normal class."""
-        cosines = torch.nn.functional.normalize(embeddings, dim=1) @ self.centres
-        others = torch.cat([cosines[:, :self.normal_label], cosines[:, self.normal_label + 1:]], 1)
-        return (others.max(1).values - cosines[:, self.normal_label]).cpu().numpy()
-
-    def score_samples(self, images) -> np.ndarray:
-        embeddings = self.detector.embed(images)
-        (knn_mean, knn_std), (margin_mean, margin_std) = self.knn_stats, self.margin_stats
-        return ((self.detector.score_embeddings(embeddings) - knn_mean) / knn_std
-                + (self.margin(embeddings) - margin_mean) / margin_std)
-
-
-def anchor_score_stats(detector: Detector) -> tuple[float, float]:
-    """Mean and std of the anchors' own k-NN scores, leave-one-out (each anchor's zero distance to itself dropped):
-    what a z-score of the detector's score is taken against."""
-    distances, _ = detector.index_.search(detector.anchor_embeddings_, detector.k + 1)
-    return _mean_std(distances[:, 1:].mean(1).cpu().numpy())
-
-
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    return float(values.mean()), float(values.std()) or 1.0
-
-
 def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
     scorer.score_samples(images[:batch_size])  # warm-up
     start = time.perf_counter()
@@ -125,18 +89,18 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
         scorers = {method: BASELINES[method](seed=seed).fit(split.anchor_images)}
     elif method in _TRAINED:
         config = replace(method_config(method, base), seed=seed)
+        normal_label = split.normal_label(config.labels)
         model, _, head = train_embedding(config, split.train_images, split.training_labels(config.labels),
-                                         device=device, progress=False, return_loss=True,
-                                         normal_label=split.normal_label(config.labels))
-        detector = Detector(model, device=device).fit(split.anchor_images)
+                                         device=device, progress=False, return_loss=True, normal_label=normal_label)
+        margin = ClassMargin.from_loss(head, normal_label) if config.score == "knn+margin" else None
+        detector = Detector(model, device=device, score=config.score).fit(split.anchor_images, margin)
         scorers = {method: detector}
         if method == "binary":
             scorers["binary-prob"] = ProbabilityScorer(detector, head)
         if method == "doc":
             scorers["doc-lof"] = LOFScorer(detector)
-        centres = getattr(getattr(head, "loss", None), "W", None)  # CosFace / ArcFace class centres
-        if method == "metricad" and centres is not None:
-            scorers["metricad+margin"] = MarginScorer(detector, centres, split.normal_label(config.labels))
+        if margin is not None:
+            scorers[f"{method}-knn"] = Detector(model, device=device).fit(split.anchor_images)
     else:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     return {"scorers": scorers, "train_seconds": time.perf_counter() - start}

@@ -1,8 +1,9 @@
 """The anomaly detector: a trained embedding plus its normal anchors, scored by k-NN distance.
 
 Sign convention, everywhere in metricad: **higher score = more anomalous**. ``score_samples`` returns the mean
-euclidean distance to the k nearest anchors; ``decision_function = score_samples - offset_`` is positive for
-anomalies; ``predict`` returns 1 for an anomaly and 0 for a normal image. (scikit-learn's outlier detectors use
+euclidean distance to the k nearest anchors (``score="knn"``), or that distance plus the class margin, each
+z-scored on the anchors (``score="knn+margin"``, metricad's default; see ``class_margin``);
+``decision_function = score_samples - offset_`` is positive for anomalies; ``predict`` returns 1 for an anomaly and 0 for a normal image. (scikit-learn's outlier detectors use
 the opposite sign for ``score_samples``; anomaly-detection tools such as PyOD and anomalib use this one.)
 """
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from metricad.class_margin import ClassMargin
 from metricad.files import atomic_write, write_json
 from metricad.index import make_index
 from metricad.models import create_model
@@ -25,6 +27,7 @@ from metricad.runtime import OnnxKnnScorer, make_embedder
 
 CONFIG_FILE, WEIGHTS_FILE, ANCHORS_FILE = "config.json", "weights.safetensors", "anchors.safetensors"
 FUSED_ANCHOR_BYTES = 1 << 30
+SCORES = ("knn", "knn+margin")
 
 
 def default_device() -> torch.device:
@@ -47,14 +50,17 @@ class Detector:
     contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
         ``1 - contamination`` quantile of the anchors' leave-one-out scores (each anchor scored against the others).
     random_state, batch_size, device : seed of the random subset; embedding batch size; torch device (CUDA if any).
+    score : ``"knn"`` (the k-NN distance) or ``"knn+margin"`` (the k-NN distance plus the class margin, each
+        z-scored on the anchors; ``fit`` then needs the ``ClassMargin`` of the model's training loss).
     runtime : ``"torch"`` runs the model itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster on CPU).
     index : k-NN index, ``"exact"`` (torch) or ``"faiss-flat"``, ``"faiss-ivf"``, ``"faiss-hnsw"`` for large banks.
     """
 
     def __init__(self, model: nn.Module, k: int = 1, n_anchors: int | None = None, anchor_sampling: str = "first",
                  contamination: float = 0.01, random_state: int = 0, batch_size: int = 512, device=None,
-                 runtime: str = "torch", index: str = "exact"):
+                 runtime: str = "torch", index: str = "exact", score: str = "knn"):
         self.model = model
+        self.score = score
         self.runtime = runtime
         self.index = index
         self.k = k
@@ -75,6 +81,8 @@ class Detector:
             raise ValueError(f"n_anchors must be between 1 and the {n_images} normal images, got {self.n_anchors}")
         if not 0.0 < self.contamination < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
 
     def select_anchors(self, n_images: int) -> np.ndarray:
         """Indices of the normal images kept as anchors."""
@@ -83,15 +91,23 @@ class Detector:
             return np.arange(n)
         return np.sort(np.random.default_rng(self.random_state).choice(n_images, size=n, replace=False))
 
-    def fit(self, normal_images) -> "Detector":
-        """Embed the normal images (all, or the selected subset) and memorise them as anchors."""
+    def fit(self, normal_images, class_margin: ClassMargin | None = None) -> "Detector":
+        """Embed the normal images (all, or the selected subset) and memorise them as anchors. ``class_margin``
+        (``ClassMargin.from_loss`` of the training loss) is needed by ``score="knn+margin"`` only."""
         normal_images = np.asarray(normal_images)
         self._check_params(len(normal_images))
+        self._set_class_margin(class_margin)
         self._init_embedder()
         self.anchor_indices_ = self.select_anchors(len(normal_images))
         self.anchor_images_ = normal_images[self.anchor_indices_]
         self._set_anchor_embeddings(self.embed(self.anchor_images_))
         return self
+
+    def _set_class_margin(self, class_margin: ClassMargin | None) -> None:
+        if self.score == "knn+margin" and class_margin is None:
+            raise ValueError("score 'knn+margin' needs the class margin of the model's training loss: "
+                             "fit(images, class_margin=ClassMargin.from_loss(loss, normal_label))")
+        self.class_margin_ = class_margin if self.score == "knn+margin" else None
 
     def _init_embedder(self) -> None:
         self.device_ = torch.device(self.device) if self.device is not None else default_device()
@@ -105,13 +121,19 @@ class Detector:
             raise ValueError(f"k={self.k} needs more than {self.k} anchors, got {self.index_.ntotal}")
         # Leave-one-out: search k+1 and drop each anchor's own (zero) distance.
         dist, _ = self.index_.search(self.anchor_embeddings_, self.k + 1)
-        loo_scores = dist[:, 1:].mean(1).cpu().numpy()
+        loo_distances = dist[:, 1:].mean(1).cpu().numpy()
+        loo_scores = loo_distances
+        if self.class_margin_ is not None:  # z-score both parts on the anchors, so that neither dominates
+            margins = self.class_margin_(self.anchor_embeddings_).cpu().numpy()
+            self.score_stats_ = {"knn": _mean_std(loo_distances), "margin": _mean_std(margins)}
+            loo_scores = self._combine(loo_distances, margins)
         self.offset_ = float(np.quantile(loo_scores, 1.0 - self.contamination))
         self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
         # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
         # constants of the graph, so only while they stay well under protobuf's 2 GB limit).
         self.scorer_ = None
-        if self.runtime == "onnx" and self.index == "exact" and embeddings.numel() * 4 < FUSED_ANCHOR_BYTES:
+        if (self.runtime == "onnx" and self.index == "exact" and self.class_margin_ is None
+                and embeddings.numel() * 4 < FUSED_ANCHOR_BYTES):
             self.scorer_ = OnnxKnnScorer(self.model, embeddings, self.k, use_cuda=self.device_.type == "cuda")
 
     def subset_anchors(self, n_anchors: int | None = None, anchor_sampling: str | None = None,
@@ -126,6 +148,7 @@ class Detector:
                                          ("random_state", random_state)) if v is not None})
         subset = Detector(self.model, batch_size=self.batch_size, device=self.device, runtime=self.runtime, **params)
         subset._check_params(len(self.anchor_images_))
+        subset.class_margin_ = self.class_margin_
         subset.device_, subset.embedder_ = self.device_, self.embedder_
         keep = subset.select_anchors(len(self.anchor_images_))
         subset.anchor_indices_ = self.anchor_indices_[keep]
@@ -154,10 +177,18 @@ class Detector:
     def score_embeddings(self, embeddings: torch.Tensor) -> np.ndarray:
         self._check_fitted()
         dist, _ = self.index_.search(embeddings, self.k)
-        return dist.mean(1).cpu().numpy()
+        distances = dist.mean(1).cpu().numpy()
+        if self.class_margin_ is None:
+            return distances
+        return self._combine(distances, self.class_margin_(embeddings.to(self.device_)).cpu().numpy())
+
+    def _combine(self, distances: np.ndarray, margins: np.ndarray) -> np.ndarray:
+        (knn_mean, knn_std), (margin_mean, margin_std) = self.score_stats_["knn"], self.score_stats_["margin"]
+        return (distances - knn_mean) / knn_std + (margins - margin_mean) / margin_std
 
     def score_samples(self, images) -> np.ndarray:
-        """Anomaly score of each image: mean euclidean distance to its k nearest anchors (higher = more anomalous)."""
+        """Anomaly score of each image (higher = more anomalous): the mean euclidean distance to its k nearest
+        anchors, plus the class margin with ``score="knn+margin"`` (both z-scored on the anchors)."""
         self._check_fitted()
         if self.scorer_ is None:
             return self.score_embeddings(self.embed(images))
@@ -215,7 +246,7 @@ class Detector:
         model = self.model.to(self.device_).eval()
         with torch.inference_mode():
             embeddings = model(x)
-        distances, indices = self.index_.search(embeddings, self.k)  # the score and the nearest anchor at once
+        distances, indices = self.index_.search(embeddings, self.k)
         nearest = indices[:, 0].cpu()
         maps = []
         for i in range(0, len(x), self.batch_size):
@@ -226,19 +257,24 @@ class Detector:
                 anchors = to_model_input(self.anchor_images_[idx.numpy()], *self.input_spec).to(self.device_)
                 maps.append(feature_difference(model, batch, anchors))
         heatmaps = torch.cat(maps) if maps else torch.empty(0, *self.input_spec[1])
-        return Explanation(heatmaps.cpu().numpy(), distances.mean(1).cpu().numpy(), nearest.numpy(),
+        return Explanation(heatmaps.cpu().numpy(), self.score_embeddings(embeddings), nearest.numpy(),
                            distances[:, 0].cpu().numpy())
 
     def normalized_score(self, scores) -> np.ndarray:
-        """Scores mapped monotonically to [0, 1) with the threshold at 0.5: ``score / (score + threshold)``."""
+        """Scores mapped monotonically to [0, 1) with the threshold at 0.5. A k-NN distance (>= 0):
+        ``score / (score + threshold)``. A knn+margin score (a sum of z-scores, any sign):
+        ``1 / (1 + exp(threshold - score))``."""
         self._check_fitted()
         scores = np.asarray(scores, dtype=np.float64)
+        if self.class_margin_ is not None:
+            return 1.0 / (1.0 + np.exp(np.clip(self.offset_ - scores, -700, 700)))
         return scores / (scores + self.offset_) if self.offset_ > 0 else (scores > 0).astype(np.float64)
 
     # ---- persistence ----------------------------------------------------------------------------------------
     def get_params(self) -> dict:
         return {"k": self.k, "n_anchors": self.n_anchors, "anchor_sampling": self.anchor_sampling,
-                "contamination": self.contamination, "random_state": self.random_state, "index": self.index}
+                "contamination": self.contamination, "random_state": self.random_state, "index": self.index,
+                "score": self.score}
 
     def save(self, directory: str | os.PathLike, extra_config: dict | None = None) -> Path:
         """Write ``config.json``, ``weights.safetensors`` and ``anchors.safetensors`` (each file atomically)."""
@@ -248,10 +284,14 @@ class Detector:
         config = dict(extra_config or {})
         config["model"] = self.model.metricad_config
         config["detector"] = {**self.get_params(), "offset": self.offset_, "threshold": self.threshold_}
+        if self.class_margin_ is not None:
+            config["detector"]["normal_label"] = self.class_margin_.normal_label
         weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         anchors = {"embeddings": self.anchor_embeddings_.cpu().contiguous(),
                    "images": torch.from_numpy(np.ascontiguousarray(self.anchor_images_)),
-                   "indices": torch.from_numpy(self.anchor_indices_.astype(np.int64))}
+                   "indices": torch.from_numpy(self.anchor_indices_.astype(np.int64)),
+                   **({"class_centres": self.class_margin_.centres.cpu().contiguous()}
+                      if self.class_margin_ is not None else {})}
         atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(weights, p))
         atomic_write(directory / ANCHORS_FILE, lambda p: save_file(anchors, p))
         write_json(directory / CONFIG_FILE, config)
@@ -267,7 +307,7 @@ class Detector:
         directory = Path(directory)
         config = read_config(directory)
         model = build_model_from_config(config, directory)
-        params = {k: v for k, v in config["detector"].items() if k not in ("offset", "threshold")}
+        params = {k: v for k, v in config["detector"].items() if k not in ("offset", "threshold", "normal_label")}
         params.update({k: v for k, v in overrides.items() if v is not None})
         detector = cls(model, device=device, runtime=runtime, **params)
         detector._init_embedder()
@@ -280,6 +320,13 @@ class Detector:
             raise ValueError(f"{directory / ANCHORS_FILE}: anchors of shape {tuple(embeddings.shape)} do not fit "
                              f"the model's {model.embedding_dim}-d embedding and {len(images)} anchor images")
         detector._check_params(len(images))
+        margin = None
+        if detector.score == "knn+margin":
+            if "class_centres" not in anchors or "normal_label" not in config["detector"]:
+                raise ValueError(f"{directory}: score 'knn+margin' needs the class centres in {ANCHORS_FILE} "
+                                 f"and the normal_label in {CONFIG_FILE}")
+            margin = ClassMargin(anchors["class_centres"], config["detector"]["normal_label"])
+        detector._set_class_margin(margin)
         # Select before building the index: an index (faiss HNSW on a large bank) is built once, for what is kept.
         reselect = any(overrides.get(k) is not None for k in ("n_anchors", "anchor_sampling", "random_state"))
         keep = detector.select_anchors(len(images)) if reselect else np.arange(len(images))
@@ -290,6 +337,10 @@ class Detector:
             detector.offset_ = float(config["detector"]["offset"])
             detector.threshold_ = config["detector"].get("threshold", {"mode": "leave-one-out"})
         return detector
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std()) or 1.0
 
 
 def _load_safetensors(path: Path) -> dict:

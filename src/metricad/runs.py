@@ -22,6 +22,7 @@ import numpy as np
 
 import metricad
 from metricad.checkpoint import CHECKPOINT_FILE
+from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.data.negatives import QUARTER_TURNS, check_fits
@@ -146,15 +147,18 @@ def resume_run(out: str | os.PathLike, device=None, progress: bool = True, data_
 def _train_in(work: Path, out: Path, job: dict, split: AnomalySplit, device, progress: bool) -> Path:
     config = TrainConfig.from_dict(job["training"])
     checkpoint = work / CHECKPOINT_FILE
+    normal_label = split.normal_label(config.labels)
     try:
-        model, history = train_embedding(config, split.train_images, split.training_labels(config.labels),
-                                         device=device, log_path=work / "train.log", progress=progress,
-                                         normal_label=split.normal_label(config.labels), checkpoint_path=checkpoint)
+        model, history, loss = train_embedding(config, split.train_images, split.training_labels(config.labels),
+                                               device=device, log_path=work / "train.log", progress=progress,
+                                               normal_label=normal_label, checkpoint_path=checkpoint,
+                                               return_loss=True)
     except BaseException:
         if not checkpoint.exists():  # nothing worth resuming: leave nothing behind
             shutil.rmtree(work, ignore_errors=True)
         raise
-    detector = Detector(model, device=device, **job["detector"]).fit(split.anchor_images)
+    margin = ClassMargin.from_loss(loss, normal_label) if config.score == "knn+margin" else None
+    detector = Detector(model, device=device, score=config.score, **job["detector"]).fit(split.anchor_images, margin)
     if split.calibration_images is not None:  # else: the leave-one-out threshold over the anchors
         detector.calibrate(split.calibration_images, split.calibration_is_anomaly, **job.get("threshold", {}))
     if job.get("skipped_files"):

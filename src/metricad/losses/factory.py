@@ -11,6 +11,7 @@ from metricad.losses.one_class import BinaryLoss, DOCLoss
 from metricad.losses.seed import SeedTripletLoss
 
 LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface", "doc", "binary")
+LOSSES_WITH_CENTRES = ("arcface", "cosface")  # what a ClassMargin can be built from
 
 
 class MinedLoss(nn.Module):
