@@ -29,6 +29,7 @@ def test_onnx_scores_agree_with_torch(name, normalize):
     for score, atol in scores:
         torch_det = Detector(model, k=2, device="cpu", score=score).fit(normal, margin)
         onnx_det = Detector(model, k=2, device="cpu", runtime="onnx", score=score).fit(normal, margin)
+        assert onnx_det.scorer_ is not None  # embedding, k-NN (and margin) fused in one ONNX graph
         np.testing.assert_allclose(onnx_det.score_samples(queries), torch_det.score_samples(queries),
                                    rtol=SCORE_RTOL, atol=atol)
         assert onnx_det.offset_ == pytest.approx(torch_det.offset_, rel=SCORE_RTOL)

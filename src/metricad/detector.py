@@ -132,9 +132,9 @@ class Detector:
         # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
         # constants of the graph, so only while they stay well under protobuf's 2 GB limit).
         self.scorer_ = None
-        if (self.runtime == "onnx" and self.index == "exact" and self.class_margin_ is None
-                and embeddings.numel() * 4 < FUSED_ANCHOR_BYTES):
-            self.scorer_ = OnnxKnnScorer(self.model, embeddings, self.k, use_cuda=self.device_.type == "cuda")
+        if self.runtime == "onnx" and self.index == "exact" and embeddings.numel() * 4 < FUSED_ANCHOR_BYTES:
+            self.scorer_ = OnnxKnnScorer(self.model, embeddings, self.k, use_cuda=self.device_.type == "cuda",
+                                         margin=self.class_margin_)
 
     def subset_anchors(self, n_anchors: int | None = None, anchor_sampling: str | None = None,
                        random_state: int | None = None) -> "Detector":
@@ -193,8 +193,13 @@ class Detector:
         if self.scorer_ is None:
             return self.score_embeddings(self.embed(images))
         x = to_model_array(images, *self.input_spec)
-        out = [self.scorer_(x[i:i + self.batch_size])[0] for i in range(0, len(x), self.batch_size)]
-        return np.concatenate(out).mean(1) if out else np.empty(0, dtype=np.float32)
+        outputs = [self.scorer_(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        if not outputs:
+            return np.empty(0, dtype=np.float32)
+        distances = np.concatenate([out[0] for out in outputs]).mean(1)
+        if self.class_margin_ is None:
+            return distances
+        return self._combine(distances, np.concatenate([out[2] for out in outputs]))
 
     def decision_function(self, images) -> np.ndarray:
         """``score_samples - offset_``: positive means anomalous."""

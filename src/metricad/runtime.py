@@ -56,14 +56,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, opset: 
 
 
 class _KnnScoringGraph(nn.Module):
-    """images -> (euclidean distances to the k nearest anchors, their indices), in one graph.
+    """images -> (euclidean distances to the k nearest anchors, their indices[, class margins]), in one graph.
 
-    Same squared-distance matmul form as ``index.ExactIndex``; the anchors are constants of the graph.
+    Same squared-distance matmul form as ``index.ExactIndex``; the anchors (and a ``ClassMargin``, if given) are
+    constants of the graph.
     """
 
-    def __init__(self, model: nn.Module, anchors: torch.Tensor, k: int):
+    def __init__(self, model: nn.Module, anchors: torch.Tensor, k: int, margin=None):
         super().__init__()
-        self.model, self.k = model, k
+        self.model, self.k, self.margin = model, k, margin
         self.register_buffer("anchors_t", anchors.T.contiguous())
         self.register_buffer("anchor_sq_norms", anchors.pow(2).sum(1).unsqueeze(0))
 
@@ -71,14 +72,18 @@ class _KnnScoringGraph(nn.Module):
         e = self.model(x)
         sq = torch.addmm(self.anchor_sq_norms, e, self.anchors_t, alpha=-2.0) + e.pow(2).sum(1, keepdim=True)
         sq_dist, idx = torch.topk(sq, self.k, dim=1, largest=False)
-        return sq_dist.clamp(min=0.0).sqrt(), idx
+        if self.margin is None:
+            return sq_dist.clamp(min=0.0).sqrt(), idx
+        return sq_dist.clamp(min=0.0).sqrt(), idx, self.margin(e)
 
 
-def export_onnx_scorer(model: nn.Module, anchors: torch.Tensor, k: int, opset: int = 17) -> bytes:
-    """An ONNX graph from images to ``(distances, indices)`` of the k nearest of ``anchors``."""
+def export_onnx_scorer(model: nn.Module, anchors: torch.Tensor, k: int, margin=None, opset: int = 17) -> bytes:
+    """An ONNX graph from images to ``(distances, indices)`` of the k nearest of ``anchors``, and the images'
+    ``margins`` when given a ``ClassMargin``."""
     model = copy.deepcopy(model).to("cpu").eval()
-    graph = _KnnScoringGraph(model, anchors.detach().to("cpu", torch.float32), k).eval()
-    return _export(graph, torch.zeros(1, model.in_channels, *model.input_size), ["distances", "indices"], opset)
+    graph = _KnnScoringGraph(model, anchors.detach().to("cpu", torch.float32), k, margin).eval()
+    outputs = ["distances", "indices"] + (["margins"] if margin is not None else [])
+    return _export(graph, torch.zeros(1, model.in_channels, *model.input_size), outputs, opset)
 
 
 def _session(onnx_model: bytes | str, threads: int | None, use_cuda: bool | None, spinning: bool):
@@ -118,14 +123,14 @@ class OnnxKnnScorer:
     """
 
     def __init__(self, model: nn.Module, anchors: torch.Tensor, k: int, threads: int | None = None,
-                 use_cuda: bool | None = None):
+                 use_cuda: bool | None = None, margin=None):
         self.k = k
-        self.session = _session(export_onnx_scorer(model, anchors, k), threads, use_cuda, spinning=True)
+        self.session = _session(export_onnx_scorer(model, anchors, k, margin), threads, use_cuda, spinning=True)
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``x``: float32 ``(N, C, H, W)`` in [0, 1] (``preprocessing.to_model_array``)."""
-        distances, indices = self.session.run(None, {"images": x})
-        return distances, indices
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``x``: float32 ``(N, C, H, W)`` in [0, 1] (``preprocessing.to_model_array``) -> ``(distances,
+        indices)``, and ``margins`` when built with a margin."""
+        return tuple(self.session.run(None, {"images": x}))
 
 
 def make_embedder(runtime: str, model: nn.Module, device: torch.device):
