@@ -1,5 +1,5 @@
-"""Score a saved run's test split by k-NN on its raw embeddings as well as on the unit-length ones it was saved
-with, and by the embedding length alone (for understanding a run; nothing is chosen from it).
+"""Score a saved run's test split by its own score, by k-NN on its raw embeddings as well as on the unit-length
+ones it was saved with, and by the embedding length alone (for understanding a run; nothing is chosen from it).
 
     .venv/bin/python benchmarks/embedding_length_probe.py runs/reproduce
 
@@ -25,17 +25,20 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
-    detector = Detector.load(args.run, device="cpu")
+    saved = Detector.load(args.run, device="cpu")
+    detector = Detector.load(args.run, device="cpu", score="knn")  # the k-NN part alone, whatever the run's score
     if not getattr(detector.model, "normalize", False):
         raise SystemExit(f"{args.run}: its model already keeps the embedding length (normalize is off)")
     split = load_split(read_config(Path(args.run))["data"], args.data_dir)
     y = split.test_is_anomaly
     unit = detector.score_samples(split.test_images)
+    run_score = saved.score_samples(split.test_images)
     detector.model.normalize = False
     raw = Detector(detector.model, device="cpu").fit(split.anchor_images)
     lengths = raw.embed(split.test_images).norm(dim=1).numpy()
     anchor_lengths = raw.anchor_embeddings_.norm(dim=1).numpy()
-    print(json.dumps({"unit_length_knn": round(roc_auc_score(y, unit), 4),
+    print(json.dumps({f"run_score ({saved.score})": round(roc_auc_score(y, run_score), 4),
+                      "unit_length_knn": round(roc_auc_score(y, unit), 4),
                       "raw_knn": round(roc_auc_score(y, raw.score_samples(split.test_images)), 4),
                       "length_alone_short_is_anomalous": round(roc_auc_score(y, -lengths), 4),
                       "mean_length": {"anchors": round(float(anchor_lengths.mean()), 2),

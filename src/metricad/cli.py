@@ -72,7 +72,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "none for objects without a fixed orientation")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length "
-                        "(the previous default, better on sneaker vs boot: BENCHMARKS.md section 2d)")
+                        "(with --score knn: an earlier default, better on sneaker vs boot; BENCHMARKS.md 2d)")
     p.add_argument("--score", choices=SCORES,
                    help="knn+margin: the k-NN distance plus the class margin of a cosface/arcface loss (the "
                         "default's); knn: the k-NN distance alone (the default for other losses)")
