@@ -15,9 +15,11 @@ included), ``margin`` (CosFace: the best other class's cosine minus the normal c
 scores (``raw+cos``, ``cos+margin`` = compare's ``metricad+margin``, ``cos5+margin``, ``raw+margin``,
 ``raw+cos+margin``, ``cos+pca`` with ``pca`` the raw-pixel PCA reconstruction error) and ``feature_map``
 (1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
-``--rescore DIR/*.npz`` prints the scores again without training. ``--synthetic cutmix|maxmix`` adds, as one extra class,
-as many synthetic anomalies as there are normal images: a normal image with a random box (4 px to half the
-image per side) replaced by (cutmix) or maxed with (maxmix) the same box of a random reference image.
+``--rescore DIR/*.npz`` prints the scores again without training.
+
+``--synthetic cutmix|maxmix`` adds, as one extra class, as many synthetic anomalies as there are normal images:
+a normal image with a random box (4 px to half the image per side) replaced by (cutmix) or maxed with (maxmix)
+the same box of a random reference image.
 Prints one JSON line per split.
 """
 

@@ -1,10 +1,12 @@
-"""The anomaly detector: a trained embedding plus its normal anchors, scored by k-NN distance.
+"""The anomaly detector: a trained embedding plus its normal anchors, scored by k-NN distance (and, in
+metricad's default, the class margin).
 
 Sign convention, everywhere in metricad: **higher score = more anomalous**. ``score_samples`` returns the mean
 euclidean distance to the k nearest anchors (``score="knn"``), or that distance plus the class margin, each
 z-scored on the anchors (``score="knn+margin"``, metricad's default; see ``class_margin``);
-``decision_function = score_samples - offset_`` is positive for anomalies; ``predict`` returns 1 for an anomaly and 0 for a normal image. (scikit-learn's outlier detectors use
-the opposite sign for ``score_samples``; anomaly-detection tools such as PyOD and anomalib use this one.)
+``decision_function = score_samples - offset_`` is positive for anomalies; ``predict`` returns 1 for an anomaly
+and 0 for a normal image. (scikit-learn's outlier detectors use the opposite sign for ``score_samples``;
+anomaly-detection tools such as PyOD and anomalib use this one.)
 """
 
 from __future__ import annotations
