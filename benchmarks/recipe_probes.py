@@ -9,10 +9,10 @@ test`` uses the real test split, for reporting only. ``--suite`` runs every vali
 is chosen on (``SUITE``: five (normal, anomaly) pairs, each with a close stand-in) and prints the mean AUC of
 each score. ``--curve`` adds the k-NN AUC after every epoch.
 
-Scores printed (higher = more anomalous for each; see ``score_arrays``): ``cos`` (the default's: 1-NN on the
-unit-length embeddings), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation, length
+Scores printed (higher = more anomalous for each; see ``score_arrays``): ``cos`` (1-NN on the unit-length
+embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation, length
 included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
-scores (``raw+cos``, ``cos+margin`` = compare's ``metricad+margin``, ``cos5+margin``, ``raw+margin``,
+scores (``raw+cos``, ``cos+margin`` = the default's score, ``cos5+margin``, ``raw+margin``,
 ``raw+cos+margin``, ``cos+pca`` with ``pca`` the raw-pixel PCA reconstruction error) and ``feature_map``
 (1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
 ``--rescore DIR/*.npz`` prints the scores again without training.
@@ -133,9 +133,9 @@ def _knn(anchors: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[np.ndarr
 def score_arrays(arrays: dict) -> dict:
     """Each score's AUC from one probe's embeddings (higher score = more anomalous for each).
 
-    ``cos``/``cos5``: 1-NN / mean of 5-NN on unit-length embeddings (the default's score); ``raw``: 1-NN on the
-    embeddings as the network outputs them, length included; ``margin`` (CosFace): the best other class's cosine
-    minus the normal class's; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN scores
+    ``cos``/``cos5``: 1-NN / mean of 5-NN on unit-length embeddings (``cos`` is the k-NN part of the default's
+    ``cos+margin``); ``raw``: 1-NN on the embeddings as the network outputs them, length included; ``margin``
+    (CosFace): the best other class's cosine minus the normal class's; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN scores
     leave-one-out, as the detector's ``knn+margin`` score); ``pca``: raw-pixel PCA reconstruction error.
     """
     raw = {key: torch.as_tensor(arrays[f"raw_{key}"]) for key in ("anchors", "test")}
