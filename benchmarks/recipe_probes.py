@@ -10,8 +10,8 @@ is chosen on (``SUITE``: five (normal, anomaly) pairs, each with a close stand-i
 each score. ``--curve`` adds the k-NN AUC after every epoch.
 
 Scores printed (higher = more anomalous for each; see ``score_arrays``): ``cos`` (1-NN on the unit-length
-embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation, length
-included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
+embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation,
+length included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
 scores (``raw+cos``, ``cos+margin`` = the default's score, ``cos5+margin``, ``raw+margin``,
 ``raw+cos+margin``, ``cos+pca`` with ``pca`` the raw-pixel PCA reconstruction error) and ``feature_map``
 (1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from metricad import Detector
 from metricad.baselines import PCAReconstruction
+from metricad.class_margin import ClassMargin
 from metricad.cli import _setting
 from metricad.data import load_fashion_mnist, make_split, validation_split
 from metricad.index import ExactIndex
@@ -87,7 +88,7 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
 
     def follow(record, model):
         detector = Detector(model, device="cpu").fit(split.anchor_images)
-        aucs_by_epoch.append(round(roc_auc_score(split.test_is_anomaly, detector.score_samples(split.test_images)), 4))
+        aucs_by_epoch.append(_auc(split.test_is_anomaly, detector.score_samples(split.test_images)))
 
     start = time.perf_counter()
     model, _, criterion = train_embedding(config, images, labels, device="cpu", progress=False, return_loss=True,
@@ -134,9 +135,9 @@ def score_arrays(arrays: dict) -> dict:
     """Each score's AUC from one probe's embeddings (higher score = more anomalous for each).
 
     ``cos``/``cos5``: 1-NN / mean of 5-NN on unit-length embeddings (``cos`` is the k-NN part of the default's
-    ``cos+margin``); ``raw``: 1-NN on the embeddings as the network outputs them, length included; ``margin``
-    (CosFace): the best other class's cosine minus the normal class's; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN scores
-    leave-one-out, as the detector's ``knn+margin`` score); ``pca``: raw-pixel PCA reconstruction error.
+    ``cos+margin``); ``raw``: 1-NN on the embeddings as the network outputs them, length included; ``margin``:
+    ``ClassMargin`` of the CosFace centres; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN
+    scores leave-one-out, as the detector's ``knn+margin`` score); ``pca``: raw-pixel PCA reconstruction error.
     """
     raw = {key: torch.as_tensor(arrays[f"raw_{key}"]) for key in ("anchors", "test")}
     unit = {key: torch.nn.functional.normalize(value, dim=1) for key, value in raw.items()}
@@ -146,15 +147,8 @@ def score_arrays(arrays: dict) -> dict:
         z[name] = _zscored(anchors, test)
     z["pca"] = _zscored(arrays["pca_anchors"], arrays["pca_test"])
     if "centres" in arrays:
-        centres = torch.nn.functional.normalize(torch.as_tensor(arrays["centres"]), dim=0)
-        normal = int(arrays["normal_label"])
-
-        def margin(embeddings):
-            cosines = embeddings @ centres
-            others = torch.cat([cosines[:, :normal], cosines[:, normal + 1:]], 1)
-            return (others.max(1).values - cosines[:, normal]).numpy()
-
-        z["margin"] = _zscored(margin(unit["anchors"]), margin(unit["test"]))
+        margin = ClassMargin(torch.as_tensor(arrays["centres"]), int(arrays["normal_label"]))
+        z["margin"] = _zscored(margin(unit["anchors"]).numpy(), margin(unit["test"]).numpy())
     combos = ["raw+cos", "cos+pca", "cos+margin", "cos5+margin", "raw+margin", "raw+cos+margin"]
     scores = dict(z)
     for combo in combos:

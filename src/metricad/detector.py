@@ -179,7 +179,11 @@ class Detector:
     def score_embeddings(self, embeddings: torch.Tensor) -> np.ndarray:
         self._check_fitted()
         dist, _ = self.index_.search(embeddings, self.k)
-        distances = dist.mean(1).cpu().numpy()
+        return self._score(dist, embeddings)
+
+    def _score(self, knn_distances: torch.Tensor, embeddings: torch.Tensor) -> np.ndarray:
+        """The score from the k nearest anchors' distances ``(N, k)`` (and the embeddings, for the margin)."""
+        distances = knn_distances.mean(1).cpu().numpy()
         if self.class_margin_ is None:
             return distances
         return self._combine(distances, self.class_margin_(embeddings.to(self.device_)).cpu().numpy())
@@ -253,7 +257,7 @@ class Detector:
         model = self.model.to(self.device_).eval()
         with torch.inference_mode():
             embeddings = model(x)
-        distances, indices = self.index_.search(embeddings, self.k)
+        distances, indices = self.index_.search(embeddings, self.k)  # the score and the nearest anchor at once
         nearest = indices[:, 0].cpu()
         maps = []
         for i in range(0, len(x), self.batch_size):
@@ -264,7 +268,7 @@ class Detector:
                 anchors = to_model_input(self.anchor_images_[idx.numpy()], *self.input_spec).to(self.device_)
                 maps.append(feature_difference(model, batch, anchors))
         heatmaps = torch.cat(maps) if maps else torch.empty(0, *self.input_spec[1])
-        return Explanation(heatmaps.cpu().numpy(), self.score_embeddings(embeddings), nearest.numpy(),
+        return Explanation(heatmaps.cpu().numpy(), self._score(distances, embeddings), nearest.numpy(),
                            distances[:, 0].cpu().numpy())
 
     def normalized_score(self, scores) -> np.ndarray:
