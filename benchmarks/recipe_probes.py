@@ -12,8 +12,9 @@ each score. ``--curve`` adds the k-NN AUC after every epoch.
 Scores printed (higher = more anomalous for each; see ``score_arrays``): ``cos`` (1-NN on the unit-length
 embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embeddings before normalisation,
 length included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
-scores (``raw+cos``, ``cos+margin`` = the default's score, ``cos5+margin``, ``raw+margin``,
-``raw+cos+margin``, ``cos+pca`` with ``pca`` the raw-pixel PCA reconstruction error) and ``feature_map``
+scores (``raw+cos``, ``cos+margin``, ``cos5+margin``, ``raw+margin``, ``raw+cos+margin``, ``cos+pca`` with
+``pca`` the raw-pixel PCA reconstruction error), ``cos+excess-margin`` (the default's score: the z-scored
+margin added only where it is positive) and ``feature_map``
 (1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
 ``--rescore DIR/*.npz`` prints the scores again without training.
 
@@ -137,7 +138,8 @@ def score_arrays(arrays: dict) -> dict:
     ``cos``/``cos5``: 1-NN / mean of 5-NN on unit-length embeddings (``cos`` is the k-NN part of the default's
     ``cos+margin``); ``raw``: 1-NN on the embeddings as the network outputs them, length included; ``margin``:
     ``ClassMargin`` of the CosFace centres; ``a+b``: sums of the named scores, each z-scored on the anchors (k-NN
-    scores leave-one-out, as the detector's ``knn+margin`` score); ``pca``: raw-pixel PCA reconstruction error.
+    scores leave-one-out, as the detector's ``knn+margin`` score); ``cos+excess-margin``: the margin's z-score
+    only where positive (the detector's ``knn+excess-margin``); ``pca``: raw-pixel PCA reconstruction error.
     """
     raw = {key: torch.as_tensor(arrays[f"raw_{key}"]) for key in ("anchors", "test")}
     unit = {key: torch.nn.functional.normalize(value, dim=1) for key, value in raw.items()}
@@ -155,6 +157,8 @@ def score_arrays(arrays: dict) -> dict:
         parts = combo.split("+")
         if all(part in z for part in parts):
             scores[combo] = sum(z[part] for part in parts)
+    if "margin" in z:
+        scores["cos+excess-margin"] = z["cos"] + np.maximum(z["margin"], 0.0)
     del scores["pca"]  # a baseline of its own (compare's ``pca``), here only as a part of ``cos+pca``
     # A z-score is a monotone map of its score: each AUC is that of the score itself.
     return {name: _auc(arrays["is_anomaly"], s) for name, s in scores.items()}

@@ -35,20 +35,21 @@ def test_default_run_embeds_to_unit_length_and_no_normalize_keeps_the_length(tra
     assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).model_kwargs == {}
 
 
-def test_default_run_scores_by_knn_plus_margin_and_keeps_the_class_centres(trained_run):
+def test_default_run_scores_by_knn_plus_excess_margin_and_keeps_the_class_centres(trained_run):
     from safetensors.torch import load_file
 
     from metricad.cli import _training_config, build_parser
 
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["training"]["score"] == config["detector"]["score"] == "knn+margin"
+    assert config["training"]["score"] == config["detector"]["score"] == "knn+excess-margin"
     centres = load_file(str(trained_run / "anchors.safetensors"))["class_centres"]
     # binary labels (normal, reference) + three quarter turns of the normal images: 5 classes of 128-d centres
     assert tuple(centres.shape) == (128, 5) and config["detector"]["normal_label"] == 1  # binary: normal = 1
     parse = build_parser().parse_args
     assert _training_config(parse(["train", "--out", "r", "--score", "knn"])).score == "knn"
     assert _training_config(parse(["train", "--out", "r", "--loss", "semi-hard"])).score == "knn"  # no centres
-    assert _training_config(parse(["train", "--out", "r", "--loss", "arcface"])).score == "knn+margin"
+    assert _training_config(parse(["train", "--out", "r", "--loss", "arcface"])).score == "knn+excess-margin"
+    assert _training_config(parse(["train", "--out", "r", "--score", "knn+margin"])).score == "knn+margin"
     assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).score == "knn"
 
 
@@ -152,9 +153,9 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     report, _ = _compare(out, fake_fashion_dir, "--seeds", "0,1", "--epochs", "1", "--device", "cpu")
     methods = {s["method"] for s in report["summary"]}
     assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad",
-                       "metricad-knn"}
+                       "metricad-knn", "metricad+margin"}
     assert all(s["seeds"] == 2 and 0 <= s["auc_mean"] <= 1 for s in report["summary"])
-    assert len(report["rows"]) == 20
+    assert len(report["rows"]) == 22
     table = capsys.readouterr().out
     assert "| method | AUC mean ± std |" in table and "| iforest |" in table
     with pytest.raises(SystemExit):
@@ -220,7 +221,7 @@ def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_f
     for method in ("binary", "binary-prob"):
         assert after[method]["reused_from"] == source
         assert {k: v for k, v in after[method].items() if k != "reused_from"} == before[method]
-    for method in ("metricad", "metricad-knn"):
+    for method in ("metricad", "metricad-knn", "metricad+margin"):
         assert "reused_from" not in after[method] and after[method]["fit"] == "metricad"
     assert f"Rows reused from earlier runs of the same configuration: binary ({source})" in markdown
     assert "reused from" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_baselines_train_on_raw_features_and_keep_the_other_model_options():
         assert method_config(method, base).model_kwargs == {"embedding_dim": 16}, method
 
 
-def test_baselines_are_scored_by_knn_and_metricad_by_knn_plus_margin():
-    assert method_config("metricad").score == "knn+margin"
+def test_baselines_are_scored_by_knn_and_metricad_by_knn_plus_excess_margin():
+    assert method_config("metricad").score == "knn+excess-margin"
     for method in ("doc", "binary", "seed"):
         assert method_config(method).score == "knn", method

@@ -174,6 +174,27 @@ def test_knn_plus_margin_adds_the_z_scored_distance_and_margin():
         Detector(FirstTwoPixels(), score="margin", device="cpu").fit(_pixels((255, 0), (0, 255)))
 
 
+def test_knn_plus_excess_margin_adds_only_the_margin_above_the_anchors_mean():
+    # The anchors and centres of the test above: k-NN z = (d - 0.4) / sqrt(0.08); margin z = (m + 0.59482) / 0.42971.
+    det = Detector(FirstTwoPixels(), score="knn+excess-margin", device="cpu").fit(
+        _pixels((255, 0), (255, 51), (255, 255)), ClassMargin(torch.eye(2), normal_label=0))
+    # (0, 1): nearest (1, 1) at 1, margin 1 (z > 0: added). (1, 0): an anchor itself, distance 0, margin -1
+    # (z < 0: dropped, so the score is the k-NN part alone).
+    expected = [(1.0 - 0.4) / 0.08 ** 0.5 + (1.0 + 0.59482) / 0.42971, (0.0 - 0.4) / 0.08 ** 0.5]
+    np.testing.assert_allclose(det.score_samples(_pixels((0, 255), (255, 0))), expected, atol=1e-3)
+    loo = (np.array([0.2, 0.2, 0.8]) - 0.4) / 0.08 ** 0.5 + np.maximum(
+        (np.array([-1, -0.78446, 0]) + 0.59482) / 0.42971, 0)
+    assert det.offset_ == pytest.approx(np.quantile(loo, 0.99), abs=1e-3)
+    # The same model and anchors under the other scores, without embedding them again.
+    whole = det.with_score("knn+margin")
+    assert whole.score_samples(_pixels((255, 0)))[0] == pytest.approx(
+        (0.0 - 0.4) / 0.08 ** 0.5 + (-1.0 + 0.59482) / 0.42971, abs=1e-3)
+    knn = det.with_score("knn")
+    assert knn.class_margin_ is None and knn.score_samples(_pixels((0, 255)))[0] == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="needs the class margin"):
+        knn.with_score("knn+margin")
+
+
 def test_knn_plus_margin_survives_save_load_and_anchor_subsets(tmp_path, model, normal_and_anomalous):
     normal, anomalous = normal_and_anomalous
     margin = ClassMargin(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), normal_label=1)

@@ -23,9 +23,9 @@ def test_onnx_scores_agree_with_torch(name, normalize):
     normal = rng.integers(0, 255, size=(64, 28, 28)).astype(np.uint8)
     queries = rng.integers(0, 255, size=(23, 28, 28)).astype(np.uint8)
     margin = ClassMargin(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), normal_label=0)
-    # knn+margin is a sum of z-scores: near zero, its absolute error is the distances' divided by their std. The
+    # The margin scores are sums of z-scores: near zero, its absolute error is the distances' divided by their std. The
     # untrained MobileNetV2 embeds all these images almost alike: z-scores of that near-zero spread are noise.
-    scores = (("knn", SCORE_ATOL), ("knn+margin", 1e-4)) if name == "compact-cnn" else (("knn", SCORE_ATOL),)
+    scores = (("knn", SCORE_ATOL), ("knn+margin", 1e-4), ("knn+excess-margin", 1e-4)) if name == "compact-cnn" else (("knn", SCORE_ATOL),)
     for score, atol in scores:
         torch_det = Detector(model, k=2, device="cpu", score=score).fit(normal, margin)
         onnx_det = Detector(model, k=2, device="cpu", runtime="onnx", score=score).fit(normal, margin)

@@ -74,8 +74,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length "
                         "(with --score knn: an earlier default, better on sneaker vs boot; BENCHMARKS.md 2d)")
     p.add_argument("--score", choices=SCORES,
-                   help="knn+margin: the k-NN distance plus the class margin of a cosface/arcface loss (the "
-                        "default's); knn: the k-NN distance alone (the default for other losses)")
+                   help="knn+excess-margin: the k-NN distance plus the class margin of a cosface/arcface loss "
+                        "where it exceeds the anchors' (the default's); knn+margin: plus the whole margin; knn: "
+                        "the k-NN distance alone (the default for other losses)")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")

@@ -3,8 +3,9 @@
 Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel; also reported as
 ``doc-lof``, scored by LOF as the cited Keras version did), ``binary`` (a normal-vs-reference classifier; scored
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
-configuration: seed loss, binary labels) and ``metricad`` (the default recipe: k-NN distance plus CosFace class
-margin; also reported as ``metricad-knn``, the same model scored by the k-NN distance alone).
+configuration: seed loss, binary labels) and ``metricad`` (the default recipe: k-NN distance plus the CosFace class
+margin's excess; also reported as ``metricad-knn``, the same model scored by the k-NN distance alone, and
+``metricad+margin``, scored with the whole margin).
 The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation) but the
 loss, the labels and metricad's shifted negatives.
 """
@@ -22,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from metricad.baselines import BASELINES
 from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit
-from metricad.detector import Detector
+from metricad.detector import MARGIN_SCORES, Detector
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
 METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
@@ -92,15 +93,17 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
         normal_label = split.normal_label(config.labels)
         model, _, head = train_embedding(config, split.train_images, split.training_labels(config.labels),
                                          device=device, progress=False, return_loss=True, normal_label=normal_label)
-        margin = ClassMargin.from_loss(head, normal_label) if config.score == "knn+margin" else None
+        margin = ClassMargin.from_loss(head, normal_label) if config.score in MARGIN_SCORES else None
         detector = Detector(model, device=device, score=config.score).fit(split.anchor_images, margin)
         scorers = {method: detector}
         if method == "binary":
             scorers["binary-prob"] = ProbabilityScorer(detector, head)
         if method == "doc":
             scorers["doc-lof"] = LOFScorer(detector)
-        if margin is not None:
-            scorers[f"{method}-knn"] = Detector(model, device=device).fit(split.anchor_images)
+        if margin is not None:  # the default's parts, from the same model and anchors
+            scorers[f"{method}-knn"] = detector.with_score("knn")
+            if config.score == "knn+excess-margin":
+                scorers[f"{method}+margin"] = detector.with_score("knn+margin")
     else:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     return {"scorers": scorers, "train_seconds": time.perf_counter() - start}

@@ -26,7 +26,7 @@ from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.data.negatives import QUARTER_TURNS, check_fits
-from metricad.detector import Detector, read_config
+from metricad.detector import MARGIN_SCORES, Detector, read_config
 from metricad.files import write_json
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
@@ -157,7 +157,7 @@ def _train_in(work: Path, out: Path, job: dict, split: AnomalySplit, device, pro
         if not checkpoint.exists():  # nothing worth resuming: leave nothing behind
             shutil.rmtree(work, ignore_errors=True)
         raise
-    margin = ClassMargin.from_loss(loss, normal_label) if config.score == "knn+margin" else None
+    margin = ClassMargin.from_loss(loss, normal_label) if config.score in MARGIN_SCORES else None
     detector = Detector(model, device=device, score=config.score, **job["detector"]).fit(split.anchor_images, margin)
     if split.calibration_images is not None:  # else: the leave-one-out threshold over the anchors
         detector.calibrate(split.calibration_images, split.calibration_is_anomaly, **job.get("threshold", {}))

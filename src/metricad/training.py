@@ -14,7 +14,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from metricad.checkpoint import load_checkpoint, save_checkpoint
-from metricad.detector import SCORES
+from metricad.detector import MARGIN_SCORES, SCORES
 from metricad.data.negatives import add_shifted_negatives
 from metricad.losses import LOSSES_WITH_CENTRES, build_loss
 from metricad.models import DEFAULT_MODEL, create_model
@@ -42,8 +42,8 @@ class TrainConfig:
     shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
     # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
     negatives: list = field(default_factory=list)
-    # How the trained model scores (``Detector(score=...)``): "knn", or "knn+margin", which also keeps the class
-    # centres a CosFace/ArcFace loss learned (``class_margin``).
+    # How the trained model scores (``Detector(score=...)``): "knn", or a margin score ("knn+margin",
+    # "knn+excess-margin"), which also keeps the class centres a CosFace/ArcFace loss learned (``class_margin``).
     score: str = "knn"
     seed: int = 0
 
@@ -70,10 +70,11 @@ class TrainConfig:
 PRESETS = {
     # metricad's CPU default: 10 epochs of a one-cycle schedule, the normal images' three quarter turns as extra
     # classes, unit-length embeddings (CosFace trains only their direction, so k-NN compares directions), scored
-    # by the k-NN distance plus the CosFace class margin (about 5 minutes on two cores). Chosen on validation
+    # by the k-NN distance plus the CosFace class margin where it exceeds the anchors' (about 5 minutes on two
+    # cores). Chosen on validation
     # splits of five (normal, anomaly) pairs, never on test images or the anomaly; see BENCHMARKS.md section 2d.
     "default": TrainConfig(epochs=10, lr_schedule="onecycle", negatives=["rot90", "rot180", "rot270"],
-                           model_kwargs={"normalize": True}, score="knn+margin"),
+                           model_kwargs={"normalize": True}, score="knn+excess-margin"),
     # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
     # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
     "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
@@ -136,8 +137,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {config.epochs} and {config.batch_size}")
     if config.score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {config.score!r}")
-    if config.score == "knn+margin" and config.loss not in LOSSES_WITH_CENTRES:
-        raise ValueError(f"score 'knn+margin' needs a loss with class centres ({', '.join(LOSSES_WITH_CENTRES)}), "
+    if config.score in MARGIN_SCORES and config.loss not in LOSSES_WITH_CENTRES:
+        raise ValueError(f"score {config.score!r} needs a loss with class centres ({', '.join(LOSSES_WITH_CENTRES)}), "
                          f"got {config.loss!r}: pass --score knn")
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
