@@ -16,7 +16,7 @@ from pathlib import Path
 from sklearn.metrics import roc_auc_score
 
 from metricad import Detector
-from metricad.detector import read_config
+from metricad.detector import MARGIN_SCORES, read_config
 from metricad.runs import load_split
 
 
@@ -26,18 +26,23 @@ def main() -> None:
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     saved = Detector.load(args.run, device="cpu")
-    detector = Detector.load(args.run, device="cpu", score="knn")  # the k-NN part alone, whatever the run's score
+    detector = saved.with_score("knn")  # the k-NN part alone, whatever the run's score
     if not getattr(detector.model, "normalize", False):
         raise SystemExit(f"{args.run}: its model already keeps the embedding length (normalize is off)")
     split = load_split(read_config(Path(args.run))["data"], args.data_dir)
     y = split.test_is_anomaly
     unit = detector.score_samples(split.test_images)
     run_score = saved.score_samples(split.test_images)
-    detector.model.normalize = False
+    others = {}  # the run's other margin score, from the same model
+    for score in MARGIN_SCORES if saved.class_margin_ is not None else ():
+        if score != saved.score:
+            others[f"{score} (same run)"] = round(roc_auc_score(y, saved.with_score(score).score_samples(
+                split.test_images)), 4)
+    detector.model.normalize = False  # shared by every detector above: they are done
     raw = Detector(detector.model, device="cpu").fit(split.anchor_images)
     lengths = raw.embed(split.test_images).norm(dim=1).numpy()
     anchor_lengths = raw.anchor_embeddings_.norm(dim=1).numpy()
-    print(json.dumps({f"run_score ({saved.score})": round(roc_auc_score(y, run_score), 4),
+    print(json.dumps({f"run_score ({saved.score})": round(roc_auc_score(y, run_score), 4), **others,
                       "unit_length_knn": round(roc_auc_score(y, unit), 4),
                       "raw_knn": round(roc_auc_score(y, raw.score_samples(split.test_images)), 4),
                       "length_alone_short_is_anomalous": round(roc_auc_score(y, -lengths), 4),

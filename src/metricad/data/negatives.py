@@ -25,10 +25,15 @@ SHIFTS = {
 QUARTER_TURNS = ("rot90", "rot270")  # they swap height and width
 
 
+def misfits(names, height: int, width: int) -> list[str]:
+    """The transforms in ``names`` that would change the shape of a ``height`` x ``width`` input."""
+    return [name for name in names if name in QUARTER_TURNS] if height != width else []
+
+
 def check_fits(names, height: int, width: int) -> None:
     """Refuse quarter turns of a non-square input, whose shape they would change."""
-    turns = [name for name in names if name in QUARTER_TURNS]
-    if turns and height != width:
+    turns = misfits(names, height, width)
+    if turns:
         raise ValueError(f"{','.join(turns)} need a square model input, this one is {height}x{width}")
 
 
