@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from metricad import Detector
 from metricad.cli import main
 from metricad.data import fashion_mnist
 
@@ -63,6 +64,13 @@ def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, c
     assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20",
                  "--anchor-sampling", "random", "--anchor-seed", "1"]) == 0
     assert json.loads((trained_run / "metrics.json").read_text())["n_anchors"] == 20
+    # The same run scored another way, without training: by the k-NN distance alone, with its own threshold.
+    assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--score", "knn"]) == 0
+    assert "score knn)" in capsys.readouterr().out
+    by_knn = json.loads((trained_run / "metrics.json").read_text())
+    knn_offset = Detector.load(trained_run, device="cpu").with_score("knn").offset_
+    assert by_knn["score"] == "knn" and by_knn["threshold"] == pytest.approx(knn_offset)
+    assert knn_offset != pytest.approx(json.loads((trained_run / "config.json").read_text())["detector"]["offset"])
 
 
 def test_score_png_and_npy(trained_run, tmp_path, capsys):

@@ -210,6 +210,7 @@ def test_knn_plus_margin_survives_save_load_and_anchor_subsets(tmp_path, model, 
     assert subset.score == "knn+margin" and subset.index_.ntotal == 50
     scored_by_knn = Detector.load(tmp_path / "run", device="cpu", score="knn")
     np.testing.assert_allclose(scored_by_knn.score_samples(anomalous), knn_only.score_samples(anomalous), rtol=1e-5)
+    assert scored_by_knn.offset_ == pytest.approx(knn_only.offset_, rel=1e-5)  # its own threshold, not the run's
     # A run whose centres are gone says so.
     from safetensors.torch import load_file, save_file
 

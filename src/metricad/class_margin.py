@@ -2,8 +2,9 @@
 
 ``margin = max over the other classes of cos(e, w_c) - cos(e, w_normal)``: higher = less like the normal class
 than like some other one. The k-NN distance to the anchors sees what is new to every class; the margin sees
-what resembles a reference class (a shirt among t-shirts). The default score adds the two (``Detector`` with
-``score="knn+margin"``), a choice made on the validation suite (BENCHMARKS.md section 2d).
+what resembles a reference class (a shirt among t-shirts). The default score adds the margin to the distance
+where it is above the anchors' (``Detector`` with ``score="knn+excess-margin"``), a choice made on the
+validation suite (BENCHMARKS.md section 2d).
 """
 
 from __future__ import annotations

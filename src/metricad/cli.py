@@ -168,12 +168,12 @@ def _test_split(run: Path, detector: Detector, test_dir=None, data_dir=None, ski
 
 
 def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, runtime="torch", anchor_sampling=None,
-              random_state=None, test_dir=None, skip_bad_files=False):
+              random_state=None, test_dir=None, skip_bad_files=False, score=None):
     from metricad.evaluation import evaluate
     from metricad.runs import update_json
 
     detector = Detector.load(run, device=device, runtime=runtime, n_anchors=n_anchors, k=k,
-                             anchor_sampling=anchor_sampling, random_state=random_state)
+                             anchor_sampling=anchor_sampling, random_state=random_state, score=score)
     split = _test_split(run, detector, test_dir, data_dir, skip_bad_files)
     metrics, scores = evaluate(detector, split.test_images, split.test_is_anomaly)
     if test_dir:
@@ -184,10 +184,11 @@ def _evaluate(run: Path, data_dir=None, n_anchors=None, k=None, device=None, run
 
 def cmd_evaluate(args) -> None:
     _, _, metrics, _ = _evaluate(Path(args.run), args.data_dir, args.anchors, args.k, args.device, args.runtime,
-                                 args.anchor_sampling, args.anchor_seed, args.test_dir, args.skip_bad_files)
+                                 args.anchor_sampling, args.anchor_seed, args.test_dir, args.skip_bad_files,
+                                 args.score)
     at = metrics["at_threshold"]
     print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
-          f"{metrics['n_anchors']} anchors, k={metrics['k']})")
+          f"{metrics['n_anchors']} anchors, k={metrics['k']}, score {metrics['score']})")
     print(f"at the threshold {metrics['threshold']:.4f}: precision {at['precision']:.3f}  recall {at['recall']:.3f}  "
           f"F1 {at['f1']:.3f}  false-positive rate {at['false_positive_rate']:.3f}")
 
@@ -466,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor-sampling", choices=("first", "random"), help="which N anchors: first (default) or random")
     p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
     p.add_argument("--k", type=int, help="score = mean distance to the k nearest anchors")
+    p.add_argument("--score", choices=SCORES, help="score the run's model and anchors another way (no training; "
+                   "the threshold is recomputed); a margin score needs a run trained with class centres")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")

@@ -328,8 +328,8 @@ class Detector:
     def load(cls, directory: str | os.PathLike, device=None, runtime: str = "torch", **overrides) -> "Detector":
         """Rebuild a saved detector from its files alone (safetensors + JSON: nothing is unpickled).
 
-        ``overrides`` (``k``, ``n_anchors``, ``anchor_sampling``, ``random_state``) re-select anchors from the
-        saved ones; the threshold is then recomputed.
+        ``overrides`` (``k``, ``n_anchors``, ``anchor_sampling``, ``random_state``, ``score``) re-select anchors
+        from the saved ones or score them another way; the threshold is then recomputed.
         """
         directory = Path(directory)
         config = read_config(directory)
@@ -360,7 +360,8 @@ class Detector:
         detector.anchor_indices_ = anchors["indices"].numpy()[keep]
         detector.anchor_images_ = images[keep]
         detector._set_anchor_embeddings(embeddings[keep])  # the threshold for these anchors and this k
-        if not reselect and overrides.get("k") is None:  # keeps a calibrated or manual threshold
+        rescored = detector.score != config["detector"].get("score", "knn")
+        if not (reselect or rescored or overrides.get("k") is not None):  # keeps a calibrated or manual threshold
             detector.offset_ = float(config["detector"]["offset"])
             detector.threshold_ = config["detector"].get("threshold", {"mode": "leave-one-out"})
         return detector

@@ -22,7 +22,7 @@ def evaluate(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray) -> 
         "auc": float(roc_auc_score(truth, scores)),
         "average_precision": float(average_precision_score(truth, scores)),
         "n_test_normal": int(np.sum(~truth)), "n_test_anomaly": int(np.sum(truth)),
-        "n_anchors": int(detector.index_.ntotal), "k": detector.k,
+        "n_anchors": int(detector.index_.ntotal), "k": detector.k, "score": detector.score,
         "threshold": detector.offset_,
         "at_threshold": {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
                          "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
