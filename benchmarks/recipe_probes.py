@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from metricad import Detector
 from metricad.baselines import PCAReconstruction
-from metricad.class_margin import ClassMargin
+from metricad.class_margin import ClassMargin, class_centres
 from metricad.cli import _setting
 from metricad.data import load_fashion_mnist, make_split, validation_split
 from metricad.index import ExactIndex
@@ -100,7 +100,7 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
     model.normalize = False  # read at every forward pass
     raw = Detector(model, device="cpu").fit(split.anchor_images)
     pca = PCAReconstruction().fit(split.anchor_images)
-    centres = getattr(getattr(criterion, "loss", None), "W", None)  # CosFace / ArcFace class centres
+    centres = class_centres(criterion)
     arrays = {"raw_anchors": raw.anchor_embeddings_.numpy(), "raw_test": raw.embed(split.test_images).numpy(),
               "is_anomaly": split.test_is_anomaly, "normal_label": np.array(normal_label),
               "pca_anchors": pca.score_samples(split.anchor_images), "pca_test": pca.score_samples(split.test_images),

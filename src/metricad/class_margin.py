@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 
 
+def class_centres(loss: torch.nn.Module) -> torch.Tensor | None:
+    """The ``(D, classes)`` class centres of a trained ``build_loss`` module (CosFace, ArcFace), or None."""
+    return getattr(getattr(loss, "loss", None), "W", None)
+
+
 class ClassMargin:
     """``ClassMargin(centres, normal_label)(embeddings) -> (N,)`` margins; ``centres`` is ``(D, classes)``,
     as pytorch-metric-learning's CosFace/ArcFace store them (``loss.W``)."""
@@ -29,13 +34,15 @@ class ClassMargin:
     @classmethod
     def from_loss(cls, loss: torch.nn.Module, normal_label: int) -> "ClassMargin":
         """The margin of a trained ``build_loss`` module that has class centres (CosFace, ArcFace)."""
-        centres = getattr(getattr(loss, "loss", None), "W", None)
+        centres = class_centres(loss)
         if centres is None:
             raise ValueError(f"the margin needs a loss with class centres (cosface or arcface), not "
                              f"{type(getattr(loss, 'loss', loss)).__name__}")
         return cls(centres, normal_label)
 
     def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
-        cosines = F.normalize(embeddings, dim=1) @ self._unit_centres.to(embeddings.device)
+        if self._unit_centres.device != embeddings.device:  # moved once, not on every scored batch
+            self._unit_centres = self._unit_centres.to(embeddings.device)
+        cosines = F.normalize(embeddings, dim=1) @ self._unit_centres
         others = torch.cat([cosines[:, :self.normal_label], cosines[:, self.normal_label + 1:]], 1)
         return others.max(1).values - cosines[:, self.normal_label]

@@ -71,8 +71,8 @@ PRESETS = {
     # metricad's CPU default: 10 epochs of a one-cycle schedule, the normal images' three quarter turns as extra
     # classes, unit-length embeddings (CosFace trains only their direction, so k-NN compares directions), scored
     # by the k-NN distance plus the CosFace class margin where it exceeds the anchors' (about 5 minutes on two
-    # cores). Chosen on validation
-    # splits of five (normal, anomaly) pairs, never on test images or the anomaly; see BENCHMARKS.md section 2d.
+    # cores). Chosen on validation splits of five (normal, anomaly) pairs, never on test images or the anomaly;
+    # see BENCHMARKS.md section 2d.
     "default": TrainConfig(epochs=10, lr_schedule="onecycle", negatives=["rot90", "rot180", "rot270"],
                            model_kwargs={"normalize": True}, score="knn+excess-margin"),
     # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
