@@ -14,8 +14,9 @@ embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embe
 length included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
 scores (``raw+cos``, ``cos+margin``, ``cos5+margin``, ``raw+margin``, ``raw+cos+margin``, ``cos+pca`` with
 ``pca`` the raw-pixel PCA reconstruction error), ``cos+excess-margin`` (the default's score: the z-scored
-margin added only where it is positive) and ``feature_map``
-(1-NN on the flattened last feature map). ``--save DIR`` keeps each probe's embeddings, so that
+margin added only where it is positive), ``feature_map`` (1-NN on the flattened last feature map) and, for a
+recipe with shifted negatives, scores through their views (``rotcos``, ``jointcos``, ``rotmargin`` and their
+sums: see ``_view_scores``; tried for the default and not adopted, BENCHMARKS.md section 2d). ``--save DIR`` keeps each probe's embeddings, so that
 ``--rescore DIR/*.npz`` prints the scores again without training.
 
 ``--synthetic cutmix|maxmix`` adds, as one extra class, as many synthetic anomalies as there are normal images:
@@ -40,6 +41,7 @@ from metricad.baselines import PCAReconstruction
 from metricad.class_margin import ClassMargin, class_centres
 from metricad.cli import _setting
 from metricad.data import load_fashion_mnist, make_split, validation_split
+from metricad.data.negatives import SHIFTS
 from metricad.index import ExactIndex
 from metricad.preprocessing import to_model_input
 from metricad.training import PRESETS, TrainConfig, train_embedding
@@ -105,6 +107,12 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
               "is_anomaly": split.test_is_anomaly, "normal_label": np.array(normal_label),
               "pca_anchors": pca.score_samples(split.anchor_images), "pca_test": pca.score_samples(split.test_images),
               **({"centres": centres.detach().numpy()} if centres is not None else {})}
+    # Each shifted negative's view: the anchors and test images so transformed, and the class it trained as.
+    first_view_label = int(labels.max()) + 1
+    for i, view in enumerate(config.negatives):
+        for key, x in (("anchors", split.anchor_images), ("test", split.test_images)):
+            arrays[f"view{i}_{key}"] = raw.embed(SHIFTS[view](to_model_input(x))).numpy()
+        arrays[f"view{i}_label"] = np.array(first_view_label + i)
     name = f"{normal}-{anomaly}-{'test' if stand_in is None else f'val{stand_in}'}-seed{config.seed}"
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -159,9 +167,40 @@ def score_arrays(arrays: dict) -> dict:
             scores[combo] = sum(z[part] for part in parts)
     if "margin" in z:
         scores["cos+excess-margin"] = z["cos"] + np.maximum(z["margin"], 0.0)
+    views = sorted(key[:-len("_label")] for key in arrays if key.startswith("view") and key.endswith("_label"))
+    if views and "centres" in arrays:
+        scores.update(_view_scores(arrays, views, z))
     del scores["pca"]  # a baseline of its own (compare's ``pca``), here only as a part of ``cos+pca``
     # A z-score is a monotone map of its score: each AUC is that of the score itself.
     return {name: _auc(arrays["is_anomaly"], s) for name, s in scores.items()}
+
+
+def _view_scores(arrays: dict, views: list[str], z: dict) -> dict:
+    """Scores over the shifted-negative views (after GEOM, Golan & El-Yaniv 2018): each view ``T`` of an image
+    should look like class ``T`` of the normal images. ``rotmargin``: the sum over views (the identity included)
+    of the margin of ``T(x)`` against its own class; ``rotcos``: the sum of each view's z-scored unit-length 1-NN
+    distance to the anchors' same view (each view its own nearest anchor); ``jointcos``: 1-NN on all views'
+    embeddings side by side (one anchor for every view); sums with a margin use the default's excess rule."""
+    unit = lambda key: torch.nn.functional.normalize(torch.as_tensor(arrays[key]), dim=1)
+    parts = [("raw_anchors", "raw_test", int(arrays["normal_label"]))]
+    parts += [(f"{v}_anchors", f"{v}_test", int(arrays[f"{v}_label"])) for v in views]
+    margin_sum, cos_sum = [0.0, 0.0], [0.0, 0.0]  # (anchors, test)
+    for anchors_key, test_key, label in parts:
+        margin = ClassMargin(torch.as_tensor(arrays["centres"]), label)
+        anchors, test = unit(anchors_key), unit(test_key)
+        margin_sum = [margin_sum[0] + margin(anchors).numpy(), margin_sum[1] + margin(test).numpy()]
+        test_d, anchor_d = _knn(anchors, test, 1)
+        cos_sum = [cos_sum[0] + _zscored(anchor_d, anchor_d), cos_sum[1] + _zscored(anchor_d, test_d)]
+    rotmargin, rotcos = _zscored(*margin_sum), _zscored(*cos_sum)
+    # One nearest anchor for all views at once: 1-NN on the views' unit-length embeddings side by side.
+    joint = [torch.cat([unit(part[i]) for part in parts], 1) for i in (0, 1)]  # (anchors, test)
+    jointcos = _zscored(*_knn(*joint, 1)[::-1])
+    excess = lambda s: np.maximum(s, 0.0)
+    return {"rotmargin": rotmargin, "rotcos": rotcos, "jointcos": jointcos,
+            "jointcos+excess-margin": jointcos + excess(z["margin"]), "cos+rotmargin": z["cos"] + rotmargin,
+            "cos+excess-rotmargin": z["cos"] + excess(rotmargin),
+            "rotcos+excess-margin": rotcos + excess(z["margin"]),
+            "rotcos+excess-rotmargin": rotcos + excess(rotmargin)}
 
 
 def rescore(paths) -> None:
