@@ -215,7 +215,10 @@ def rescore(paths) -> None:
 
 
 def _means(results: list[dict]) -> dict:
-    names = [name for name, value in results[0].items() if isinstance(value, float)]
+    """Each score's mean over the results, for the scores every result has (probes saved before the view
+    scores existed have none)."""
+    names = [name for name, value in results[0].items()
+             if isinstance(value, float) and all(name in r for r in results)]
     return {name: round(float(np.mean([r[name] for r in results])), 4) for name in names}
 
 
