@@ -113,13 +113,14 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
         for key, x in (("anchors", split.anchor_images), ("test", split.test_images)):
             arrays[f"view{i}_{key}"] = raw.embed(SHIFTS[view](to_model_input(x))).numpy()
         arrays[f"view{i}_label"] = np.array(first_view_label + i)
+    with torch.no_grad():  # the last feature map, (N, C, H, W), for the feature-map scores
+        for key, x in (("anchors", split.anchor_images), ("test", split.test_images)):
+            arrays[f"fmap_{key}"] = model.forward_features(to_model_input(x)).numpy()
     name = f"{normal}-{anomaly}-{'test' if stand_in is None else f'val{stand_in}'}-seed{config.seed}"
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         np.savez(save_dir / f"{name}.npz", **arrays)
-    with torch.no_grad():
-        maps = [model.forward_features(to_model_input(x)).flatten(1) for x in (split.anchor_images, split.test_images)]
-    aucs = score_arrays(arrays) | {"feature_map": _auc(split.test_is_anomaly, nearest_distance(*maps))}
+    aucs = score_arrays(arrays)
     return {"split": "test" if stand_in is None else f"val:{stand_in}", "normal": normal, "anomaly": anomaly,
             "seed": config.seed, "train_seconds": round(seconds), **aucs,
             **({"curve": aucs_by_epoch} if curve else {})}
@@ -165,14 +166,35 @@ def score_arrays(arrays: dict) -> dict:
         parts = combo.split("+")
         if all(part in z for part in parts):
             scores[combo] = sum(z[part] for part in parts)
+    if "fmap_anchors" in arrays:
+        z.update(_feature_map_scores(arrays))
+        scores.update(z)
+        for combo in ("cos+feature_map", "cos+patch"):
+            scores[combo] = sum(z[part] for part in combo.split("+"))
     if "margin" in z:
-        scores["cos+excess-margin"] = z["cos"] + np.maximum(z["margin"], 0.0)
+        excess = np.maximum(z["margin"], 0.0)
+        for base in ("cos", "feature_map", "patch", "cos+feature_map", "cos+patch"):
+            if base in scores:
+                scores[f"{base}+excess-margin"] = scores[base] + excess
     views = sorted(key[:-len("_label")] for key in arrays if key.startswith("view") and key.endswith("_label"))
     if views and "centres" in arrays:
         scores.update(_view_scores(arrays, views, z))
     del scores["pca"]  # a baseline of its own (compare's ``pca``), here only as a part of ``cos+pca``
     # A z-score is a monotone map of its score: each AUC is that of the score itself.
     return {name: _auc(arrays["is_anomaly"], s) for name, s in scores.items()}
+
+
+def _feature_map_scores(arrays: dict) -> dict:
+    """z-scored scores on the last feature map ``(N, C, H, W)``: ``feature_map``, the 1-NN distance on the
+    flattened map (one anchor must match everywhere); ``patch``, each position's 1-NN distance among the anchors'
+    same position (each position its own nearest anchor, as PatchCore's memory bank but position-aligned), the
+    image's score the largest over positions."""
+    anchors, test = (torch.as_tensor(arrays[f"fmap_{key}"]) for key in ("anchors", "test"))
+    test_d, anchor_d = _knn(anchors.flatten(1), test.flatten(1), 1)
+    by_position = lambda t: t.flatten(2).permute(2, 0, 1)  # (positions, N, C)
+    per_position = [_knn(a, t, 1) for a, t in zip(by_position(anchors), by_position(test))]
+    patch_test, patch_anchors = (np.max([d[i] for d in per_position], axis=0) for i in (0, 1))
+    return {"feature_map": _zscored(anchor_d, test_d), "patch": _zscored(patch_anchors, patch_test)}
 
 
 def _view_scores(arrays: dict, views: list[str], z: dict) -> dict:

@@ -68,7 +68,8 @@ def test_fused_onnx_knn_finds_the_same_neighbours_as_the_index():
     queries = rng.integers(0, 255, size=(17, 28, 28)).astype(np.uint8)
     detector = Detector(model, k=3, device="cpu", runtime="onnx").fit(normal)
     assert detector.scorer_ is not None  # the fused path is the one under test
-    distances, indices = detector.scorer_(to_model_array(queries))
+    outputs = detector.scorer_(to_model_array(queries))
+    distances, indices = outputs["distances"], outputs["indices"]
     index_distances, index_indices = detector.index_.search(detector.embed(queries), 3)
     np.testing.assert_array_equal(indices, index_indices.numpy())
     np.testing.assert_allclose(distances, index_distances.numpy(), rtol=SCORE_RTOL, atol=SCORE_ATOL)

@@ -120,6 +120,7 @@ class Detector:
         self.embedder_ = make_embedder(self.runtime, self.model, self.device_)
 
     def _set_anchor_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Index the anchors' embeddings; z-score statistics of each score part and the leave-one-out threshold."""
         self.anchor_embeddings_ = embeddings.to(self.device_)
         self.index_ = make_index(self.index, self.device_)
         self.index_.add(self.anchor_embeddings_)
@@ -127,13 +128,12 @@ class Detector:
             raise ValueError(f"k={self.k} needs more than {self.k} anchors, got {self.index_.ntotal}")
         # Leave-one-out: search k+1 and drop each anchor's own (zero) distance.
         dist, _ = self.index_.search(self.anchor_embeddings_, self.k + 1)
-        loo_distances = dist[:, 1:].mean(1).cpu().numpy()
-        loo_scores = loo_distances
-        if self.class_margin_ is not None:  # z-score both parts on the anchors, so that neither dominates
-            margins = self.class_margin_(self.anchor_embeddings_).cpu().numpy()
-            self.score_stats_ = {"knn": _mean_std(loo_distances), "margin": _mean_std(margins)}
-            loo_scores = self._combine(loo_distances, margins)
-        self.offset_ = float(np.quantile(loo_scores, 1.0 - self.contamination))
+        parts = {"knn": dist[:, 1:].mean(1).cpu().numpy()}
+        if self.class_margin_ is not None:
+            parts["margin"] = self.class_margin_(self.anchor_embeddings_).cpu().numpy()
+        # z-score every part on the anchors, so that none dominates (a lone k-NN distance stays a distance)
+        self.score_stats_ = {name: _mean_std(values) for name, values in parts.items()} if len(parts) > 1 else {}
+        self.offset_ = float(np.quantile(self._combine(parts), 1.0 - self.contamination))
         self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
         # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
         # constants of the graph, so only while they stay well under protobuf's 2 GB limit).
@@ -181,8 +181,7 @@ class Detector:
         """Embeddings ``(N, D)`` (float32) of a uint8 or [0, 1] float batch, by the detector's runtime."""
         if not hasattr(self, "embedder_"):
             raise NotFittedError("this Detector is not fitted yet: call fit(normal_images) or Detector.load(run_dir)")
-        channels, size = self.input_spec
-        x = to_model_input(images, channels, size)
+        x = to_model_input(images, *self.input_spec)
         out = [self.embedder_(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.model.embedding_dim)
 
@@ -193,24 +192,28 @@ class Detector:
 
     def _score(self, knn_distances: torch.Tensor, embeddings: torch.Tensor) -> np.ndarray:
         """The score from the k nearest anchors' distances ``(N, k)`` (and the embeddings, for the margin)."""
-        distances = knn_distances.mean(1).cpu().numpy()
-        if self.class_margin_ is None:
-            return distances
-        return self._combine(distances, self.class_margin_(embeddings.to(self.device_)).cpu().numpy())
+        parts = {"knn": knn_distances.mean(1).cpu().numpy()}
+        if self.class_margin_ is not None:
+            parts["margin"] = self.class_margin_(embeddings.to(self.device_)).cpu().numpy()
+        return self._combine(parts)
 
-    def _combine(self, distances: np.ndarray, margins: np.ndarray) -> np.ndarray:
-        (knn_mean, knn_std), (margin_mean, margin_std) = self.score_stats_["knn"], self.score_stats_["margin"]
-        margin_z = (margins - margin_mean) / margin_std
-        if self.score == "knn+excess-margin":
+    def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The score from its parts (``knn``, and ``margin`` for the margin scores): a lone k-NN distance as it
+        is, several parts as the sum of their z-scores on the anchors (``score_stats_``)."""
+        if not self.score_stats_:
+            return parts["knn"]
+        z = {name: (values - self.score_stats_[name][0]) / self.score_stats_[name][1] for name, values in parts.items()}
+        if self.score.endswith("excess-margin"):
             # A margin below the anchors' mean says "clearly the normal class", but so can an unseen anomaly
             # the classifier takes for the normal class (a boot for a sneaker): it must not cancel
             # the k-NN distance. Chosen on the validation suite (BENCHMARKS.md section 2d).
-            margin_z = np.maximum(margin_z, 0.0)
-        return (distances - knn_mean) / knn_std + margin_z
+            z["margin"] = np.maximum(z["margin"], 0.0)
+        return sum(z.values())
 
     def score_samples(self, images) -> np.ndarray:
         """Anomaly score of each image (higher = more anomalous): the mean euclidean distance to its k nearest
-        anchors, plus the class margin with the margin scores (both z-scored on the anchors)."""
+        anchors, or, with the margin scores, that distance and the class margin, each z-scored on the anchors
+        and summed."""
         self._check_fitted()
         if self.scorer_ is None:
             return self.score_embeddings(self.embed(images))
@@ -218,10 +221,11 @@ class Detector:
         outputs = [self.scorer_(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         if not outputs:
             return np.empty(0, dtype=np.float32)
-        distances = np.concatenate([out[0] for out in outputs]).mean(1)
-        if self.class_margin_ is None:
-            return distances
-        return self._combine(distances, np.concatenate([out[2] for out in outputs]))
+        joined = lambda name: np.concatenate([out[name] for out in outputs])
+        parts = {"knn": joined("distances").mean(1)}
+        if "margins" in outputs[0]:
+            parts["margin"] = joined("margins")
+        return self._combine(parts)
 
     def decision_function(self, images) -> np.ndarray:
         """``score_samples - offset_``: positive means anomalous."""
