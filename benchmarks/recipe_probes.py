@@ -14,9 +14,11 @@ embeddings: ``metricad-knn``), ``cos5`` (mean over 5), ``raw`` (1-NN on the embe
 length included), ``margin`` (CosFace: the best other class's cosine minus the normal class's), sums of z-scored
 scores (``raw+cos``, ``cos+margin``, ``cos5+margin``, ``raw+margin``, ``raw+cos+margin``, ``cos+pca`` with
 ``pca`` the raw-pixel PCA reconstruction error), ``cos+excess-margin`` (the default's score: the z-scored
-margin added only where it is positive), ``feature_map`` (1-NN on the flattened last feature map) and, for a
-recipe with shifted negatives, scores through their views (``rotcos``, ``jointcos``, ``rotmargin`` and their
-sums: see ``_view_scores``; tried for the default and not adopted, BENCHMARKS.md section 2d). ``--save DIR`` keeps each probe's embeddings, so that
+margin added only where it is positive), scores on the last feature map (``feature_map``: 1-NN on it
+flattened; ``patch``: per position; their sums with ``cos`` and the margin's excess: see
+``_feature_map_scores``) and, for a recipe with shifted negatives, scores through their views (``rotcos``,
+``jointcos``, ``rotmargin`` and their sums: see ``_view_scores``). Both families were tried for the default and
+not adopted (BENCHMARKS.md section 2d). ``--save DIR`` keeps each probe's embeddings and feature maps, so that
 ``--rescore DIR/*.npz`` prints the scores again without training.
 
 ``--synthetic cutmix|maxmix`` adds, as one extra class, as many synthetic anomalies as there are normal images:
