@@ -131,8 +131,8 @@ class Detector:
         parts = {"knn": dist[:, 1:].mean(1).cpu().numpy()}
         if self.class_margin_ is not None:
             parts["margin"] = self.class_margin_(self.anchor_embeddings_).cpu().numpy()
-        # z-score every part on the anchors, so that none dominates (a lone k-NN distance stays a distance)
-        self.score_stats_ = {name: _mean_std(values) for name, values in parts.items()} if len(parts) > 1 else {}
+        # z-score statistics of every part on the anchors, so that no part of a sum dominates
+        self.score_stats_ = {name: _mean_std(values) for name, values in parts.items()}
         self.offset_ = float(np.quantile(self._combine(parts), 1.0 - self.contamination))
         self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
         # ONNX runtime + exact index: embedding and k-NN fused into one ONNX Runtime call (the anchors become
@@ -200,9 +200,10 @@ class Detector:
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The score from its parts (``knn``, and ``margin`` for the margin scores): a lone k-NN distance as it
         is, several parts as the sum of their z-scores on the anchors (``score_stats_``)."""
-        if not self.score_stats_:
+        if len(parts) == 1:
             return parts["knn"]
-        z = {name: (values - self.score_stats_[name][0]) / self.score_stats_[name][1] for name, values in parts.items()}
+        stats = self.score_stats_
+        z = {name: (values - stats[name][0]) / stats[name][1] for name, values in parts.items()}
         if self.score.endswith("excess-margin"):
             # A margin below the anchors' mean says "clearly the normal class", but so can an unseen anomaly
             # the classifier takes for the normal class (a boot for a sneaker): it must not cancel

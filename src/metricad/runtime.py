@@ -126,12 +126,12 @@ class OnnxKnnScorer:
                  use_cuda: bool | None = None, margin=None):
         self.k = k
         self.session = _session(export_onnx_scorer(model, anchors, k, margin), threads, use_cuda, spinning=True)
+        self.output_names = [output.name for output in self.session.get_outputs()]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """``x``: float32 ``(N, C, H, W)`` in [0, 1] (``preprocessing.to_model_array``) -> ``{"distances",
         "indices"}``, with ``"margins"`` when built with a margin."""
-        names = [output.name for output in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(None, {"images": x})))
+        return dict(zip(self.output_names, self.session.run(self.output_names, {"images": x})))
 
 
 def make_embedder(runtime: str, model: nn.Module, device: torch.device):
