@@ -25,7 +25,7 @@ from metricad.checkpoint import CHECKPOINT_FILE
 from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
-from metricad.data.negatives import misfits
+from metricad.data.negatives import check_fits, misfits
 from metricad.detector import MARGIN_SCORES, Detector, read_config
 from metricad.files import write_json
 from metricad.training import PRESETS, TrainConfig, train_embedding
@@ -72,8 +72,10 @@ def _negatives_for_input(config: TrainConfig, image_size: tuple[int, int]) -> Tr
     if not turns:
         return config
     if config.negatives != PRESETS["default"].negatives:
-        raise ValueError(f"--negatives {','.join(turns)} need a square model input, this one is "
-                         f"{image_size[0]}x{image_size[1]}: pass --image-size N or other --negatives")
+        try:
+            check_fits(config.negatives, *image_size)
+        except ValueError as error:
+            raise ValueError(f"--negatives {error}: pass --image-size N or other --negatives") from None
     kept = [name for name in config.negatives if name not in turns]
     print(f"the model input {image_size[0]}x{image_size[1]} is not square: shifted negatives {kept} only "
           "(--negatives to choose)", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from metricad.models.base import EmbeddingModel
 from metricad.models.registry import register_model
 
 
@@ -17,11 +18,10 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class CompactCNN(nn.Module):
+class CompactCNN(EmbeddingModel):
     def __init__(self, embedding_dim: int = 128, in_channels: int = 1, widths=(32, 64, 64),
                  input_size: tuple[int, int] = (28, 28), normalize: bool = False):
-        super().__init__()
-        self.embedding_dim, self.in_channels, self.input_size = embedding_dim, in_channels, tuple(input_size)
+        super().__init__(embedding_dim, in_channels, input_size, normalize)
         w1, w2, w3 = widths
         self.features = nn.Sequential(
             _conv_block(in_channels, w1), nn.MaxPool2d(2),
@@ -30,7 +30,6 @@ class CompactCNN(nn.Module):
         )
         h, w = input_size[0] // 4, input_size[1] // 4
         self.head = nn.Linear(w3 * h * w, embedding_dim)
-        self.normalize = normalize  # unit-length embeddings: euclidean k-NN then ranks like cosine similarity
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, w3, H/4, W/4)``."""
@@ -40,12 +39,8 @@ class CompactCNN(nn.Module):
         """The second block's feature map (half resolution), where heat-maps compare an image with its anchor."""
         return self.features[:3](x)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        embedding = self.head(features.flatten(1))
-        return nn.functional.normalize(embedding, dim=1) if self.normalize else embedding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flatten(1)  # no pooling: where a part sits counts (module docstring)
 
 
 @register_model("compact-cnn")

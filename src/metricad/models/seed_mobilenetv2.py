@@ -6,14 +6,14 @@ import torch
 import torch.nn as nn
 from torchvision.models import mobilenet_v2
 
+from metricad.models.base import EmbeddingModel
 from metricad.models.registry import register_model
 
 
-class SeedMobileNetV2(nn.Module):
+class SeedMobileNetV2(EmbeddingModel):
     def __init__(self, embedding_dim: int = 128, in_channels: int = 1, upsample: int = 3,
                  input_size: tuple[int, int] = (28, 28), normalize: bool = False):
-        super().__init__()
-        self.embedding_dim, self.in_channels, self.input_size = embedding_dim, in_channels, tuple(input_size)
+        super().__init__(embedding_dim, in_channels, input_size, normalize)
         self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest")  # Keras UpSampling2D is nearest
         backbone = mobilenet_v2(weights=None)
         stem = backbone.features[0][0]
@@ -22,7 +22,6 @@ class SeedMobileNetV2(nn.Module):
                                             stem.padding, bias=False)
         self.features = backbone.features
         self.head = nn.Linear(backbone.last_channel, embedding_dim)
-        self.normalize = normalize  # unit-length embeddings: euclidean k-NN then ranks like cosine similarity
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, 1280, 3, 3)`` (used by heat-map explanations)."""
@@ -32,12 +31,8 @@ class SeedMobileNetV2(nn.Module):
         """An early, high-resolution feature map (stem + first block) for heat-maps."""
         return self.features[:2](self.upsample(x))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        embedding = self.head(features.mean(dim=(2, 3)))
-        return nn.functional.normalize(embedding, dim=1) if self.normalize else embedding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean(dim=(2, 3))  # global average pool, as the original
 
 
 @register_model("seed-mobilenetv2")
