@@ -174,8 +174,9 @@ def score_arrays(arrays: dict) -> dict:
         if all(part in z for part in parts):
             scores[combo] = sum(z[part] for part in parts)
     if "fmap_anchors" in arrays:
-        z.update(_feature_map_scores(arrays))
-        scores.update(z)
+        map_scores = _feature_map_scores(arrays)
+        z.update(map_scores)
+        scores.update(map_scores)
         for combo in ("cos+feature_map", "cos+patch"):
             scores[combo] = sum(z[part] for part in combo.split("+"))
     if "margin" in z:
