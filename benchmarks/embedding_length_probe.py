@@ -16,7 +16,8 @@ from pathlib import Path
 from sklearn.metrics import roc_auc_score
 
 from metricad import Detector
-from metricad.detector import MARGIN_SCORES, read_config
+from metricad.detector import read_config
+from metricad.scores import MARGIN_SCORES
 from metricad.runs import load_split
 
 

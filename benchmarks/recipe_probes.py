@@ -46,6 +46,7 @@ from metricad.data import load_fashion_mnist, make_split, validation_split
 from metricad.data.negatives import SHIFTS
 from metricad.index import ExactIndex
 from metricad.preprocessing import to_model_input
+from metricad.scores import excess
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
 
@@ -136,11 +137,6 @@ def _zscored(anchor_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (scores - anchor_scores.mean()) / (anchor_scores.std() or 1.0)
 
 
-def _excess(margin_z: np.ndarray) -> np.ndarray:
-    """The default's one-sided rule (``Detector(score="knn+excess-margin")``): a margin's z-score where positive."""
-    return np.maximum(margin_z, 0.0)
-
-
 def _knn(anchors: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """k-NN distances of the queries, and the anchors' own leave-one-out ones (to z-score against)."""
     index = ExactIndex()
@@ -182,7 +178,7 @@ def score_arrays(arrays: dict) -> dict:
     if "margin" in z:
         for base in ("cos", "feature_map", "patch", "cos+feature_map", "cos+patch"):
             if base in scores:
-                scores[f"{base}+excess-margin"] = scores[base] + _excess(z["margin"])
+                scores[f"{base}+excess-margin"] = scores[base] + excess(z["margin"])
     views = sorted(key[:-len("_label")] for key in arrays if key.startswith("view") and key.endswith("_label"))
     if views and "centres" in arrays:
         scores.update(_view_scores(arrays, views, z))
@@ -225,10 +221,10 @@ def _view_scores(arrays: dict, views: list[str], z: dict) -> dict:
     joint = [torch.cat([unit(part[i]) for part in parts], 1) for i in (0, 1)]  # (anchors, test)
     jointcos = _zscored(*_knn(*joint, 1)[::-1])
     return {"rotmargin": rotmargin, "rotcos": rotcos, "jointcos": jointcos,
-            "jointcos+excess-margin": jointcos + _excess(z["margin"]), "cos+rotmargin": z["cos"] + rotmargin,
-            "cos+excess-rotmargin": z["cos"] + _excess(rotmargin),
-            "rotcos+excess-margin": rotcos + _excess(z["margin"]),
-            "rotcos+excess-rotmargin": rotcos + _excess(rotmargin)}
+            "jointcos+excess-margin": jointcos + excess(z["margin"]), "cos+rotmargin": z["cos"] + rotmargin,
+            "cos+excess-rotmargin": z["cos"] + excess(rotmargin),
+            "rotcos+excess-margin": rotcos + excess(z["margin"]),
+            "rotcos+excess-rotmargin": rotcos + excess(rotmargin)}
 
 
 def rescore(paths) -> None:

@@ -15,11 +15,12 @@ import numpy as np
 from metricad.compare import METHODS
 from metricad.data import CLASS_NAMES, DataNotFoundError, load_images
 from metricad.data.negatives import SHIFTS
-from metricad.detector import SCORES, Detector, read_config
+from metricad.detector import Detector, read_config
 from metricad.files import write_json, write_text
 from metricad.losses import LOSSES, LOSSES_WITH_CENTRES
 from metricad.models import list_models
 from metricad.runtime import RUNTIMES
+from metricad.scores import SCORES
 from metricad.thresholds import THRESHOLD_MODES
 from metricad.training import PRESETS
 

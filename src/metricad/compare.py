@@ -23,7 +23,8 @@ from sklearn.metrics import roc_auc_score
 from metricad.baselines import BASELINES
 from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit
-from metricad.detector import MARGIN_SCORES, Detector
+from metricad.detector import Detector
+from metricad.scores import MARGIN_SCORES
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
 METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")

@@ -27,11 +27,10 @@ from metricad.index import make_index
 from metricad.models import create_model
 from metricad.preprocessing import to_model_array, to_model_input
 from metricad.runtime import OnnxKnnScorer, make_embedder
+from metricad.scores import MARGIN_SCORES, SCORES, combine
 
 CONFIG_FILE, WEIGHTS_FILE, ANCHORS_FILE = "config.json", "weights.safetensors", "anchors.safetensors"
 FUSED_ANCHOR_BYTES = 1 << 30
-SCORES = ("knn", "knn+margin", "knn+excess-margin")
-MARGIN_SCORES = ("knn+margin", "knn+excess-margin")  # the scores that need the training loss's class centres
 
 
 def default_device() -> torch.device:
@@ -198,18 +197,8 @@ class Detector:
         return self._combine(parts)
 
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        """The score from its parts (``knn``, and ``margin`` for the margin scores): a lone k-NN distance as it
-        is, several parts as the sum of their z-scores on the anchors (``score_stats_``)."""
-        if len(parts) == 1:
-            return parts["knn"]
-        stats = self.score_stats_
-        z = {name: (values - stats[name][0]) / stats[name][1] for name, values in parts.items()}
-        if self.score.endswith("excess-margin"):
-            # A margin below the anchors' mean says "clearly the normal class", but so can an unseen anomaly
-            # the classifier takes for the normal class (a boot for a sneaker): it must not cancel
-            # the k-NN distance. Chosen on the validation suite (BENCHMARKS.md section 2d).
-            z["margin"] = np.maximum(z["margin"], 0.0)
-        return sum(z.values())
+        """The score from its parts (``knn``, and ``margin`` for the margin scores), by ``scores.combine``."""
+        return combine(self.score, parts, self.score_stats_)
 
     def score_samples(self, images) -> np.ndarray:
         """Anomaly score of each image (higher = more anomalous): the mean euclidean distance to its k nearest

@@ -26,8 +26,9 @@ from metricad.class_margin import ClassMargin
 from metricad.data import AnomalySplit, load_fashion_mnist, make_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.data.negatives import check_fits, misfits
-from metricad.detector import MARGIN_SCORES, Detector, read_config
+from metricad.detector import Detector, read_config
 from metricad.files import write_json
+from metricad.scores import MARGIN_SCORES
 from metricad.training import PRESETS, TrainConfig, train_embedding
 
 
