@@ -43,7 +43,7 @@ from metricad.baselines import PCAReconstruction
 from metricad.class_margin import ClassMargin, class_centres
 from metricad.cli import _setting
 from metricad.data import load_fashion_mnist, make_split, validation_split
-from metricad.data.negatives import SHIFTS
+from metricad.data.negatives import SHIFTS, negative_label
 from metricad.index import ExactIndex
 from metricad.preprocessing import to_model_input
 from metricad.scores import excess
@@ -111,11 +111,10 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
               "pca_anchors": pca.score_samples(split.anchor_images), "pca_test": pca.score_samples(split.test_images),
               **({"centres": centres.detach().numpy()} if centres is not None else {})}
     # Each shifted negative's view: the anchors and test images so transformed, and the class it trained as.
-    first_view_label = int(labels.max()) + 1
     for i, view in enumerate(config.negatives):
         for key, x in (("anchors", split.anchor_images), ("test", split.test_images)):
             arrays[f"view{i}_{key}"] = raw.embed(SHIFTS[view](to_model_input(x))).numpy()
-        arrays[f"view{i}_label"] = np.array(first_view_label + i)
+        arrays[f"view{i}_label"] = np.array(negative_label(labels, i))
     with torch.no_grad():  # the last feature map, (N, C, H, W), for the feature-map scores
         for key, x in (("anchors", split.anchor_images), ("test", split.test_images)):
             arrays[f"fmap_{key}"] = model.forward_features(to_model_input(x)).numpy()

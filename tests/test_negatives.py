@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metricad.data.negatives import add_shifted_negatives
+from metricad.data.negatives import add_shifted_negatives, negative_label
 
 
 def test_each_transform_of_the_normal_images_becomes_its_own_class():
@@ -13,6 +13,7 @@ def test_each_transform_of_the_normal_images_becomes_its_own_class():
     torch.testing.assert_close(out[4, 0], torch.tensor([[6.0, 7.0], [4.0, 5.0]]))  # upside down
     torch.testing.assert_close(out[5, 0], torch.tensor([[5.0, 4.0], [7.0, 6.0]]))  # mirrored
     assert out_labels.tolist() == [0, 1, 0, 2, 3, 4] and labels.tolist() == [0, 1, 0]
+    assert [negative_label(labels, i) for i in range(3)] == [2, 3, 4]  # what the probe scores each view against
 
 
 def test_rot180_and_rot270_compose_quarter_turns():

@@ -37,10 +37,16 @@ def check_fits(names, height: int, width: int) -> None:
         raise ValueError(f"{','.join(turns)} need a square model input, this one is {height}x{width}")
 
 
+def negative_label(labels, index: int) -> int:
+    """The class label that the ``index``-th transform of ``add_shifted_negatives`` trains as, for training
+    ``labels`` (torch or numpy): the labels after the largest one, in the transforms' order."""
+    return int(labels.max()) + 1 + index
+
+
 def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_label: int | None,
                           names) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append, for each transform in ``names``, every normal image so transformed, labelled ``labels.max() + 1``,
-    ``+ 2``, ... (one new class per transform). ``images`` is the model input, ``(N, C, H, W)``. Returns new
+    """Append, for each transform in ``names``, every normal image so transformed, as a new class labelled
+    ``negative_label(labels, i)`` (``labels.max() + 1``, ``+ 2``, ...). ``images`` is the model input, ``(N, C, H, W)``. Returns new
     tensors; the inputs are not changed."""
     names = list(names)
     if not names:
@@ -56,7 +62,7 @@ def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_lab
     if len(normals) == 0:
         raise ValueError(f"no training image has the normal label {normal_label}")
     check_fits(names, *images.shape[2:])
-    first = int(labels.max()) + 1
     extra = [SHIFTS[name](normals) for name in names]
-    extra_labels = [torch.full((len(normals),), first + i, dtype=labels.dtype) for i in range(len(names))]
+    extra_labels = [torch.full((len(normals),), negative_label(labels, i), dtype=labels.dtype)
+                    for i in range(len(names))]
     return torch.cat([images, *extra]), torch.cat([labels, *extra_labels])
