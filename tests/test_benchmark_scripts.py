@@ -47,3 +47,12 @@ def test_bench_knn_finds_the_exact_neighbours_with_the_flat_index(tmp_path):
     assert set(rows) == {"exact (torch)", "faiss-flat", "faiss-ivf", "faiss-hnsw"}
     assert rows["exact (torch)"]["recall_at_1"] == 1.0 and rows["faiss-flat"]["recall_at_1"] == 1.0
     assert all(0.0 <= row["recall_at_1"] <= 1.0 and row["anchors"] == 300 for row in rows.values())
+
+
+def test_bench_inference_times_the_default_score_on_both_runtimes():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_inference.py"), "--models", "compact-cnn",
+                          "--anchors", "50", "--images", "8", "--repeats", "1", "--batch-sizes", "1,4"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out[out.index("\n[") + 1:])
+    assert [(r["runtime"], r["batch_size"]) for r in rows] == [("torch", 1), ("torch", 4), ("onnx", 1), ("onnx", 4)]
+    assert all(r["score"] == "knn+excess-margin" and r["ms_per_image"] > 0 for r in rows)
