@@ -46,8 +46,8 @@ def negative_label(labels, index: int) -> int:
 def add_shifted_negatives(images: torch.Tensor, labels: torch.Tensor, normal_label: int | None,
                           names) -> tuple[torch.Tensor, torch.Tensor]:
     """Append, for each transform in ``names``, every normal image so transformed, as a new class labelled
-    ``negative_label(labels, i)`` (``labels.max() + 1``, ``+ 2``, ...). ``images`` is the model input, ``(N, C, H, W)``. Returns new
-    tensors; the inputs are not changed."""
+    ``negative_label(labels, i)`` (``labels.max() + 1``, ``+ 2``, ...). ``images`` is the model input,
+    ``(N, C, H, W)``. Returns new tensors; the inputs are not changed."""
     names = list(names)
     if not names:
         return images, labels
