@@ -28,7 +28,8 @@ from metricad.runtime import RUNTIMES
 from metricad.scores import MARGIN_SCORES, SCORES
 from metricad.training import PRESETS
 
-CLASSES = 5  # the default's training classes: normal, other, and the normal images' three quarter turns
+DEFAULT = PRESETS["default"]
+CLASSES = 2 + len(DEFAULT.negatives)  # the default's training classes: normal, other, one per shifted negative
 
 
 def flops_per_image(model) -> float:
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,20,256")
     parser.add_argument("--images", type=int, default=512, help="test images scored per pass")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--score", choices=SCORES, default=PRESETS["default"].score)
+    parser.add_argument("--score", choices=SCORES, default=DEFAULT.score)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     anchors = rng.integers(0, 256, (args.anchors, 28, 28), dtype=np.uint8)
@@ -60,8 +61,7 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         torch.manual_seed(0)
-        default = PRESETS["default"]
-        model = create_model(name, **(default.model_kwargs if name == default.model else {}))
+        model = create_model(name, **(DEFAULT.model_kwargs if name == DEFAULT.model else {}))
         flops = flops_per_image(model.eval())
         margin = (ClassMargin(torch.randn(model.embedding_dim, CLASSES), normal_label=0)
                   if args.score in MARGIN_SCORES else None)
@@ -72,8 +72,7 @@ def main() -> None:
                 seconds = statistics.median(time_pass(detector, images, batch_size) for _ in range(args.repeats))
                 ms = 1000 * seconds / len(images)
                 rows.append({"model": name, "runtime": runtime, "score": args.score, "batch_size": batch_size,
-                             "anchors": args.anchors,
-                             "ms_per_image": ms, "images_per_second": 1000 / ms, "mflops_per_image": flops / 1e6,
+                             "anchors": args.anchors, "ms_per_image": ms, "images_per_second": 1000 / ms, "mflops_per_image": flops / 1e6,
                              "model_gflops_per_second": flops / 1e6 / ms})
                 print(json.dumps(rows[-1]), flush=True)
     print()

@@ -17,8 +17,8 @@ from sklearn.metrics import roc_auc_score
 
 from metricad import Detector
 from metricad.detector import read_config
-from metricad.scores import MARGIN_SCORES
 from metricad.runs import load_split
+from metricad.scores import MARGIN_SCORES
 
 
 def main() -> None:

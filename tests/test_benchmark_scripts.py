@@ -40,7 +40,7 @@ def test_pasted_defects_change_only_their_box_which_sits_on_the_object():
     assert not np.array_equal(defective, images)
 
 
-def test_bench_knn_finds_the_exact_neighbours_with_the_flat_index(tmp_path):
+def test_bench_knn_finds_the_exact_neighbours_with_the_flat_index():
     out = subprocess.run([sys.executable, str(BENCHMARKS / "bench_knn.py"), "--anchors", "300", "--queries", "40",
                           "--batch-size", "20", "--dim", "16"], capture_output=True, text=True, check=True).stdout
     rows = {row["index"]: row for row in json.loads(out[out.index("\n[") + 1:])}

@@ -14,11 +14,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from metricad.checkpoint import load_checkpoint, save_checkpoint
-from metricad.scores import MARGIN_SCORES, SCORES
 from metricad.data.negatives import add_shifted_negatives
 from metricad.losses import LOSSES_WITH_CENTRES, build_loss
 from metricad.models import DEFAULT_MODEL, create_model
 from metricad.preprocessing import to_model_input
+from metricad.scores import MARGIN_SCORES, SCORES
 
 
 @dataclass
