@@ -1,10 +1,11 @@
-"""End-to-end scoring speed: preprocessing + embedding + k-NN over the anchors (+ the class margin), per model x
-runtime x batch size.
+"""End-to-end scoring speed: preprocessing + every ensemble member's model + every expert of the score (k-NN
+over the anchors included), per model x runtime x batch size.
 
-    .venv/bin/python benchmarks/bench_inference.py [--anchors 6000] [--batch-sizes 1,20,256] [--repeats 5] [--score knn]
+    .venv/bin/python benchmarks/bench_inference.py [--anchors 6000] [--batch-sizes 1,20,256] [--repeats 5]
+                                                   [--score knn+excess-margin] [--members 2]
 
 Decoding is excluded (images are already uint8 arrays); weights are random (speed does not depend on them). The
-score is the default's (``knn+excess-margin``) unless ``--score`` says otherwise; its class centres are random
+score and the number of ensemble members are the default preset's unless given; the class centres are random
 too, as many as the default trains (the normal class, "other" and the three turns).
 Each cell scores the same test images in consecutive batches; the median over ``--repeats`` passes is reported,
 after one warm-up pass. Also prints each model's FLOPs per image (torch's flop counter) and the GFLOP/s reached.
@@ -22,11 +23,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from metricad import ClassMargin, Detector
+from metricad import Detector
 from metricad.models import create_model
-from metricad.runtime import RUNTIMES
-from metricad.scores import MARGIN_SCORES, SCORES
-from metricad.training import PRESETS
+from metricad.recipe import PRESETS, RUNTIMES
 
 DEFAULT = PRESETS["default"]
 CLASSES = 2 + len(DEFAULT.negatives)  # the default's training classes: normal, other, one per shifted negative
@@ -53,25 +52,28 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,20,256")
     parser.add_argument("--images", type=int, default=512, help="test images scored per pass")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--score", choices=SCORES, default=DEFAULT.score)
+    parser.add_argument("--score", default=DEFAULT.score)
+    parser.add_argument("--members", type=int, default=DEFAULT.ensemble, help="ensemble members (models)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     anchors = rng.integers(0, 256, (args.anchors, 28, 28), dtype=np.uint8)
     images = rng.integers(0, 256, (args.images, 28, 28), dtype=np.uint8)
     rows = []
     for name in args.models.split(","):
-        torch.manual_seed(0)
-        model = create_model(name, **(DEFAULT.model_kwargs if name == DEFAULT.model else {}))
-        flops = flops_per_image(model.eval())
-        margin = (ClassMargin(torch.randn(model.embedding_dim, CLASSES), normal_label=0)
-                  if args.score in MARGIN_SCORES else None)
+        models = []
+        for seed in range(args.members):
+            torch.manual_seed(seed)
+            models.append(create_model(name, **(DEFAULT.model_kwargs if name == DEFAULT.model else {})).eval())
+            models[-1].set_class_centres(torch.randn(models[-1].embedding_dim, CLASSES), normal_label=0)
+        flops = args.members * flops_per_image(models[0])
         for runtime in args.runtimes.split(","):
-            detector = Detector(model, device="cpu", runtime=runtime, score=args.score).fit(anchors, margin)
+            detector = Detector(models, device="cpu", runtime=runtime, score=args.score).fit(anchors)
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 time_pass(detector, images[:max(batch_size, 32)], batch_size)  # warm-up
                 seconds = statistics.median(time_pass(detector, images, batch_size) for _ in range(args.repeats))
                 ms = 1000 * seconds / len(images)
-                rows.append({"model": name, "runtime": runtime, "score": args.score, "batch_size": batch_size,
+                rows.append({"model": name, "members": args.members, "runtime": runtime, "score": args.score,
+                             "batch_size": batch_size,
                              "anchors": args.anchors, "ms_per_image": ms, "images_per_second": 1000 / ms, "mflops_per_image": flops / 1e6,
                              "model_gflops_per_second": flops / 1e6 / ms})
                 print(json.dumps(rows[-1]), flush=True)

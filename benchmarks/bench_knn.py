@@ -52,7 +52,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             found = np.concatenate(found)
             truth = found if truth is None else truth  # the first index is the exact one
-            rows.append({"anchors": n, "index": name, "build_seconds": build_s, "batch_size": args.batch_size,
+            rows.append({"anchors": n, "queries": len(queries), "index": name, "build_seconds": build_s,
+                         "batch_size": args.batch_size,
                          "ms_per_batch": 1000 * statistics.median(times), "recall_at_1": float(np.mean(found == truth))})
             print(json.dumps(rows[-1]), flush=True)
     print()

@@ -19,7 +19,8 @@ import torch
 
 from metricad.losses import build_loss
 from metricad.models import create_model
-from metricad.training import PRESETS, make_optimizer, random_shift
+from metricad.recipe import PRESETS
+from metricad.training import make_optimizer, random_shift
 
 EPOCH_IMAGES = 54_000
 

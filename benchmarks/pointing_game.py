@@ -17,8 +17,8 @@ import json
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from metricad import Detector
-from metricad.runs import run_split
+from metricad.explain import explain
+from metricad.run import open_run
 
 
 def paste_defects(images: np.ndarray, size: int, rng: np.random.Generator):
@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--methods", default="feature-diff,gradcam")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    detector = Detector.load(args.run, device="cpu")
-    split = run_split(args.run)
+    run = open_run(args.run, device="cpu")
+    detector, split = run.detector, run.split()
     clean = split.test_images[split.test_is_anomaly == 0][:args.images]
     defective, boxes = paste_defects(clean, args.defect_size, rng)
     n, h, w = defective.shape
@@ -54,7 +54,7 @@ def main() -> None:
 
     hits = {}
     for method in args.methods.split(","):
-        explanation = detector.explain(defective, method=method)
+        explanation = explain(detector, defective, method=method)
         peak = np.array(np.unravel_index(explanation.heatmaps.reshape(n, -1).argmax(1), (h, w))).T
         hits[method] = float(inside(peak).mean())
     uniform = np.mean([inside(np.c_[rng.integers(0, h, n), rng.integers(0, w, n)]).mean() for _ in range(100)])

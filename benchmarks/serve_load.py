@@ -29,13 +29,14 @@ import numpy as np
 
 def make_random_run(model_name: str, directory: Path, anchors: int) -> Path:
     import torch
+
     from metricad import Detector
     from metricad.models import create_model
+    from metricad.run import write_run
 
     torch.manual_seed(0)
     images = np.random.default_rng(0).integers(0, 256, (anchors, 28, 28), dtype=np.uint8)
-    Detector(create_model(model_name), device="cpu").fit(images).save(directory)
-    return directory
+    return write_run(directory, Detector(create_model(model_name), score="knn", device="cpu").fit(images), {})
 
 
 def free_port() -> int:

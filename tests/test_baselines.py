@@ -51,7 +51,18 @@ def test_pca_reconstruction_by_hand():
     assert pca_reconstruction(normal, test)[0] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_isolation_forest_is_seeded(data):
+def test_isolation_forest_honours_its_seed(data):
     normal, anomalous = data
     np.testing.assert_array_equal(isolation_forest(normal, anomalous, seed=1),
                                   isolation_forest(normal, anomalous, seed=1))
+    assert not np.array_equal(isolation_forest(normal, anomalous, seed=1), isolation_forest(normal, anomalous, seed=2))
+
+
+def test_only_the_randomised_baselines_take_a_seed():
+    """A deterministic baseline has no seed to ignore: compare fits it once, not once per seed."""
+    import inspect
+
+    for name, baseline in BASELINES.items():
+        takes_seed = "seed" in inspect.signature(baseline).parameters
+        assert takes_seed == (not baseline.deterministic), name
+    assert [name for name, b in BASELINES.items() if not b.deterministic] == ["iforest"]

@@ -6,52 +6,54 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metricad import Detector
 from metricad.cli import main
+from metricad.cli.commands import training_config
+from metricad.cli.parser import build_parser
 from metricad.data import fashion_mnist
+from metricad.run import open_run
 
 
 def test_train_writes_a_self_describing_run(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "weights.safetensors", "anchors.safetensors", "train.log"} <= names
+    assert {"config.json", "weights.safetensors", "detector.safetensors", "train.log"} <= names
     config = json.loads((trained_run / "config.json").read_text())
     assert config["data"]["normal"] == 7 and config["data"]["anomaly"] == 9
-    assert config["training"]["epochs"] == 2 and config["model"]["name"] == "compact-cnn"
+    assert config["training"]["epochs"] == 2 and config["models"][0]["name"] == "compact-cnn"
     assert config["training"]["lr_schedule"] == "onecycle"  # the default's
     assert len((trained_run / "train.log").read_text().splitlines()) == 2
     assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
 def test_default_run_embeds_to_unit_length_and_no_normalize_keeps_the_length(trained_run):
-    from metricad import Detector
-    from metricad.cli import _training_config, build_parser
-
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["model"]["kwargs"] == {"normalize": True}  # what the loaded model is rebuilt with
-    norms = Detector.load(trained_run, device="cpu").anchor_embeddings_.norm(dim=1)
+    assert config["models"][0]["kwargs"]["normalize"] is True  # what the loaded model is rebuilt with
+    norms = open_run(trained_run, device="cpu").detector.graph_.members[0].experts["knn"].anchors.norm(dim=1)
     np.testing.assert_allclose(norms.numpy(), 1.0, rtol=1e-5)
     parse = build_parser().parse_args
-    assert _training_config(parse(["train", "--out", "r", "--no-normalize"])).model_kwargs == {"normalize": False}
-    assert _training_config(parse(["train", "--out", "r"])).model_kwargs == {"normalize": True}
-    assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).model_kwargs == {}
+    assert training_config(parse(["train", "--out", "r", "--no-normalize"])).model_kwargs == {"normalize": False}
+    assert training_config(parse(["train", "--out", "r"])).model_kwargs == {"normalize": True}
+    assert training_config(parse(["train", "--out", "r", "--preset", "seed"])).model_kwargs == {}
 
 
-def test_default_run_scores_by_knn_plus_excess_margin_and_keeps_the_class_centres(trained_run):
+def test_default_run_scores_by_the_presets_score_and_keeps_the_class_centres(trained_run):
     from safetensors.torch import load_file
 
-    from metricad.cli import _training_config, build_parser
+    from metricad.recipe import PRESETS
 
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["training"]["score"] == config["detector"]["score"] == "knn+excess-margin"
-    centres = load_file(str(trained_run / "anchors.safetensors"))["class_centres"]
+    assert config["training"]["score"] == config["detector"]["score"] == PRESETS["default"].score
+    centres = load_file(str(trained_run / "weights.safetensors"))["member0.class_centres"]
     # binary labels (normal, reference) + three quarter turns of the normal images: 5 classes of 128-d centres
-    assert tuple(centres.shape) == (128, 5) and config["detector"]["normal_label"] == 1  # binary: normal = 1
+    assert tuple(centres.shape) == (128, 5)
+    assert config["models"][0]["kwargs"] | {"num_classes": 5, "normal_label": 1} == config["models"][0]["kwargs"]
     parse = build_parser().parse_args
-    assert _training_config(parse(["train", "--out", "r", "--score", "knn"])).score == "knn"
-    assert _training_config(parse(["train", "--out", "r", "--loss", "semi-hard"])).score == "knn"  # no centres
-    assert _training_config(parse(["train", "--out", "r", "--loss", "arcface"])).score == "knn+excess-margin"
-    assert _training_config(parse(["train", "--out", "r", "--score", "knn+margin"])).score == "knn+margin"
-    assert _training_config(parse(["train", "--out", "r", "--preset", "seed"])).score == "knn"
+    assert training_config(parse(["train", "--out", "r", "--score", "knn"])).score == "knn"
+    assert training_config(parse(["train", "--out", "r", "--loss", "semi-hard"])).score == "knn"  # no centres
+    assert training_config(parse(["train", "--out", "r", "--loss", "arcface"])).score == PRESETS["default"].score
+    assert training_config(parse(["train", "--out", "r", "--score", "knn+margin"])).score == "knn+margin"
+    assert training_config(parse(["train", "--out", "r", "--preset", "seed"])).score == "knn"
+    with pytest.raises(SystemExit):
+        parse(["train", "--out", "r", "--score", "knn+magic"])
 
 
 def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, capsys):
@@ -68,7 +70,7 @@ def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, c
     assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--score", "knn"]) == 0
     assert "score knn)" in capsys.readouterr().out
     by_knn = json.loads((trained_run / "metrics.json").read_text())
-    knn_offset = Detector.load(trained_run, device="cpu").with_score("knn").offset_
+    knn_offset = open_run(trained_run, device="cpu").detector.with_score("knn").offset_
     assert by_knn["score"] == "knn" and by_knn["threshold"] == pytest.approx(knn_offset)
     assert knn_offset != pytest.approx(json.loads((trained_run / "config.json").read_text())["detector"]["offset"])
 
@@ -90,7 +92,7 @@ def test_score_png_and_npy(trained_run, tmp_path, capsys):
     header, row = capsys.readouterr().out.splitlines()
     _, score, label, normalized = row.split(",")
     assert header == "path,score,label,normalized_score"
-    assert float(normalized) == pytest.approx(1 / (1 + np.exp(threshold - float(score))), abs=1e-6)  # knn+margin
+    assert float(normalized) == pytest.approx(1 / (1 + np.exp(threshold - float(score))), abs=1e-6)
     assert (float(normalized) > 0.5) == (label == "anomaly")
     assert main(["score", str(trained_run), str(tmp_path / "batch.npy")]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -146,8 +148,9 @@ def test_missing_data_tells_how_to_get_it(tmp_path, monkeypatch, capsys):
 
 
 def test_runs_as_a_program():
-    result = subprocess.run([sys.executable, "-m", "metricad.cli", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "reproduce" in result.stdout
+    for module in ("metricad", "metricad.cli"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "reproduce" in result.stdout
 
 
 def _compare(out, data_dir, *args):
@@ -159,11 +162,14 @@ def _compare(out, data_dir, *args):
 def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "cmp"
     report, _ = _compare(out, fake_fashion_dir, "--seeds", "0,1", "--epochs", "1", "--device", "cpu")
-    methods = {s["method"] for s in report["summary"]}
-    assert methods == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed", "metricad",
-                       "metricad-knn", "metricad+margin"}
-    assert all(s["seeds"] == 2 and 0 <= s["auc_mean"] <= 1 for s in report["summary"])
-    assert len(report["rows"]) == 22
+    summary = {s["method"]: s for s in report["summary"]}
+    assert set(summary) == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed",
+                            "metricad", "metricad[knn]", "metricad[margin]"}
+    # The deterministic baselines are fitted once; every other method once per seed.
+    assert {m: s["seeds"] for m, s in summary.items() if s["seeds"] != 2} == {"raw-pixels": 1, "pca": 1}
+    assert len(report["rows"]) == 20
+    # Each class of the synthetic data is a bright block at its own place: raw pixels separate them perfectly.
+    assert summary["raw-pixels"]["auc_mean"] == pytest.approx(1.0)
     table = capsys.readouterr().out
     assert "| method | AUC mean ± std |" in table and "| iforest |" in table
     with pytest.raises(SystemExit):
@@ -229,7 +235,7 @@ def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_f
     for method in ("binary", "binary-prob"):
         assert after[method]["reused_from"] == source
         assert {k: v for k, v in after[method].items() if k != "reused_from"} == before[method]
-    for method in ("metricad", "metricad-knn", "metricad+margin"):
+    for method in ("metricad", "metricad[knn]", "metricad[margin]"):
         assert "reused_from" not in after[method] and after[method]["fit"] == "metricad"
     assert f"Rows reused from earlier runs of the same configuration: binary ({source})" in markdown
     assert "reused from" in capsys.readouterr().err

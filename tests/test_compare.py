@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from metricad import Detector
 from metricad.compare import LOFScorer, method_config, summarize
 from metricad.models import create_model
-from metricad.training import PRESETS
+from metricad.recipe import PRESETS
 
 
 def test_lof_scorer_flags_outliers():
@@ -16,8 +15,8 @@ def test_lof_scorer_flags_outliers():
     normal = rng.integers(0, 40, (100, 28, 28)).astype(np.uint8)
     outliers = normal[:10].copy()
     outliers[:, 5:23, 5:23] = 255
-    detector = Detector(create_model("compact-cnn", widths=(4, 4, 4), embedding_dim=8), device="cpu").fit(normal)
-    scores = LOFScorer(detector).score_samples(np.concatenate([normal[:20], outliers]))
+    model = create_model("compact-cnn", widths=(4, 4, 4), embedding_dim=8)
+    scores = LOFScorer(model, normal).score_samples(np.concatenate([normal[:20], outliers]))
     assert scores[20:].min() > np.median(scores[:20])
 
 
@@ -44,7 +43,9 @@ def test_baselines_train_on_raw_features_and_keep_the_other_model_options():
         assert method_config(method, base).model_kwargs == {"embedding_dim": 16}, method
 
 
-def test_baselines_are_scored_by_knn_and_metricad_by_knn_plus_excess_margin():
-    assert method_config("metricad").score == "knn+excess-margin"
+def test_baselines_are_scored_by_knn_as_one_model_and_metricad_by_its_recipe():
+    base = replace(PRESETS["default"], ensemble=3)
+    assert method_config("metricad", base).score == PRESETS["default"].score
+    assert method_config("metricad", base).ensemble == 3
     for method in ("doc", "binary", "seed"):
-        assert method_config(method).score == "knn", method
+        assert (method_config(method, base).score, method_config(method, base).ensemble) == ("knn", 1), method

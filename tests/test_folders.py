@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from metricad import Detector
 from metricad.cli import main
 from metricad.data.folders import infer_input_spec, list_images, read_images
+from metricad.run import open_run
 
 TRAIN = ["--epochs", "2", "--batch-size", "32", "--device", "cpu"]
 
@@ -21,7 +22,9 @@ def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_f
     assert {p.name for p in (folders / "test").iterdir()} == {"good", "ankle-boot"}
     assert main(["train", "--out", str(run), "--normal-dir", str(folders / "normal"), "--reference-dir",
                  str(folders / "reference"), "--holdout", "0", *TRAIN]) == 0
-    built_in, from_folders = load_file(str(trained_run / "weights.safetensors")), load_file(str(run / "weights.safetensors"))
+    built_in = load_file(str(trained_run / "weights.safetensors"))
+    from_folders = load_file(str(run / "weights.safetensors"))
+    assert built_in.keys() == from_folders.keys()
     for key in built_in:
         assert torch.equal(built_in[key], from_folders[key]), key
     capsys.readouterr()
@@ -32,7 +35,8 @@ def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_f
 
 
 def make_folders(root, rng, n=60, size=(20, 24), mode="L"):
-    """normal/: dark images; reference/{a,b}/: a bright square at two places; val/: good + bright-blob anomalies."""
+    """normal/: dark images; reference/{a,b}/: a bright square at two places; val/ and test/: good + bright-blob
+    anomalies (other images in each)."""
     def save(path, array):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).convert(mode).save(path)
@@ -46,11 +50,12 @@ def make_folders(root, rng, n=60, size=(20, 24), mode="L"):
             img = noise()
             img[r:r + 6, c:c + 6] = 230
             save(root / "reference" / name / f"{name}{i:03d}.png", img)
-    for i in range(20):
-        save(root / "val" / "good" / f"g{i}.png", noise())
-        img = noise()
-        img[6:14, 6:14] = 255
-        save(root / "val" / "blob" / f"b{i}.png", img)
+    for folder in ("val", "test"):
+        for i in range(20):
+            save(root / folder / "good" / f"g{i}.png", noise())
+            img = noise()
+            img[6:14, 6:14] = 255
+            save(root / folder / "blob" / f"b{i}.png", img)
     return root
 
 
@@ -64,30 +69,35 @@ def test_folder_run_end_to_end_with_thresholds(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["holdout"] == 0.1 and config["detector"]["threshold"]["mode"] == "contamination"
     assert config["detector"]["threshold"]["n_normal"] == 6  # 10 % of the 60 normal images, kept out of anchors
-    assert Detector.load(run).index_.ntotal == 54
+    assert len(open_run(run).detector.anchor_indices_) == 54
     for mode in ("f1", "fpr"):
         out = tmp_path / f"run-{mode}"
         assert main([*base, "--out", str(out), "--val-dir", str(root / "val"), "--threshold-mode", mode]) == 0
-        assert main(["evaluate", str(out), "--test-dir", str(root / "val")]) == 0
+        # The threshold was set on the validation images: they cannot also measure it.
+        assert main(["evaluate", str(out), "--test-dir", str(root / "val")]) == 2
+        assert main(["evaluate", str(out)]) == 2  # and the run has no test images of its own
+        assert main(["evaluate", str(out), "--test-dir", str(root / "test")]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["test_images"] == str(root / "test") and metrics["threshold_set_on"]["mode"] == mode
+        assert metrics["threshold_set_on"]["n_anomaly"] == 20  # the validation set's blobs
         assert metrics["auc"] > 0.95  # bright blobs on dark noise are easy
-        if mode == "f1":  # separable validation data: the F1-optimal threshold separates it
-            assert metrics["at_threshold"]["f1"] == pytest.approx(1.0)
-        else:
-            assert metrics["at_threshold"]["false_positive_rate"] <= 0.01
+        detector = open_run(out).detector  # on the images it was set on, the threshold does what it promises
+        val = read_images(list_images(root / "val" / "good"), (20, 24), 1)[0]
+        if mode == "fpr":
+            assert detector.predict(val).mean() <= 0.01
 
 
 def test_threshold_modes_on_known_scores(tmp_path):
     rng = np.random.default_rng(0)
     normal = rng.normal(0, 1, (200, 8)).astype(np.float32)
 
-    class Identity(torch.nn.Module):  # images are their own embeddings: scores are plain distances
+    class Identity(torch.nn.Module):  # images are their own embeddings: scores are z-scored plain distances
         in_channels, input_size, embedding_dim = 1, (1, 8), 8
 
-        def forward(self, x):
-            return x.flatten(1)
+        def forward_views(self, x):
+            return {"embedding": x.flatten(1)}
 
-    detector = Detector(Identity(), device="cpu").fit((normal[:100, None, None] + 5) / 10)
+    detector = Detector(Identity(), score="knn", device="cpu").fit((normal[:100, None, None] + 5) / 10)
     held_out = (normal[100:, None, None] + 5) / 10
     far = (np.clip(normal[:20, None, None] + 3.5, -5, 5) + 5) / 10
     detector.calibrate(held_out, mode="contamination", contamination=0.05)
@@ -126,7 +136,7 @@ def test_rgb_images_and_explicit_input_spec(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--normal-dir", str(root / "normal"), "--reference-dir",
                  str(root / "reference"), "--image-size", "32", "--channels", "1", *TRAIN, "--batch-size", "16"]) == 0
-    assert Detector.load(run).input_spec == (1, (32, 32))
+    assert open_run(run).detector.input_spec == (1, (32, 32))
 
 
 @pytest.mark.parametrize("layout, message", [("missing", "no such directory"), ("empty", "no image files"),

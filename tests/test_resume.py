@@ -7,20 +7,23 @@ import time
 import torch
 from safetensors.torch import load_file
 
+import pytest
 import metricad.training
-from metricad.checkpoint import CHECKPOINT_FILE
 from metricad.cli import main
-from metricad.runs import partial_dir
+from metricad.pipeline import checkpoint_file
+from metricad.run import partial_dir
 
 TRAIN_ARGS = ["--epochs", "6", "--batch-size", "16", "--device", "cpu", "--seed", "3"]
+CHECKPOINT_FILE = checkpoint_file(0)
 
 
-def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(tmp_path, fake_fashion_dir):
+@pytest.mark.parametrize("members", [1, 2])
+def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(tmp_path, fake_fashion_dir, members):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    data = ["--data-dir", str(fake_fashion_dir)]
-    process = subprocess.Popen([sys.executable, "-m", "metricad.cli", "train", "--out", str(killed), *data,
+    data = ["--data-dir", str(fake_fashion_dir), "--ensemble", str(members)]
+    process = subprocess.Popen([sys.executable, "-m", "metricad", "train", "--out", str(killed), *data,
                                 *TRAIN_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = partial_dir(killed) / CHECKPOINT_FILE
+    checkpoint = partial_dir(killed) / checkpoint_file(members - 1)  # into the last member's training
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -30,15 +33,16 @@ def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(tmp_path,
     assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
     assert not killed.exists() and checkpoint.exists()
 
-    assert main(["train", "--resume", str(killed), *data, "--device", "cpu"]) == 0
+    assert main(["train", "--resume", str(killed), "--data-dir", str(fake_fashion_dir), "--device", "cpu"]) == 0
     assert main(["train", "--out", str(reference), *data, *TRAIN_ARGS]) == 0
-    for name in ("weights.safetensors", "anchors.safetensors"):
+    for name in ("weights.safetensors", "detector.safetensors"):
         resumed, uninterrupted = load_file(str(killed / name)), load_file(str(reference / name))
         assert resumed.keys() == uninterrupted.keys()
         for key in resumed:
             assert torch.equal(resumed[key], uninterrupted[key]), f"{name}:{key} differs"
-    assert len((killed / "train.log").read_text().splitlines()) == 6
-    assert not partial_dir(killed).exists() and not (killed / CHECKPOINT_FILE).exists()
+    logs = ["train.log"] if members == 1 else [f"train-{i}.log" for i in range(members)]
+    assert [len((killed / log).read_text().splitlines()) for log in logs] == [6] * members
+    assert not partial_dir(killed).exists() and not list(killed.glob("checkpoint*"))
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, fake_fashion_dir, monkeypatch,

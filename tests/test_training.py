@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from metricad import training
-from metricad.training import PRESETS, TrainConfig, train_embedding
+from metricad.recipe import PRESETS, TrainConfig
+from metricad.training import train_embedding
 from tests.conftest import synthetic_images
 
 
@@ -129,6 +130,8 @@ def test_options_change_a_configuration_and_merge_its_model_options():
 def test_a_margin_score_needs_a_loss_with_class_centres(tiny_data):
     images, labels = tiny_data
     for config, message in ((TrainConfig(loss="semi-hard", score="knn+margin"), "needs a loss with class centres"),
-                            (TrainConfig(score="margin"), "score must be one of")):
+                            (TrainConfig(score="knn+magic"), "unknown expert"),
+                            (TrainConfig(ensemble=0), "ensemble must be a positive number"),
+                            (TrainConfig(holdout=1.0), r"holdout must be in \[0, 1\)")):
         with pytest.raises(ValueError, match=message):
             train_embedding(config, images, labels, device="cpu", progress=False)

@@ -1,7 +1,7 @@
 """Classic detectors on raw pixels, fitted on the normal training images: the bar a learned embedding must clear.
 
 Each is a small estimator: ``fit(normal_images)``, then ``score_samples(images)`` with higher = more anomalous,
-as everywhere in metricad.
+as everywhere in metricad. ``deterministic`` ones have no randomness (and no seed); the others honour theirs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ def _flat(images: np.ndarray) -> np.ndarray:
 class RawPixelKNN:
     """Mean euclidean distance to the k nearest normal images in pixel space."""
 
-    def __init__(self, k: int = 1, seed: int = 0):
+    deterministic = True
+
+    def __init__(self, k: int = 1):
         self.k = k
 
     def fit(self, normal: np.ndarray) -> "RawPixelKNN":
@@ -33,13 +35,16 @@ class RawPixelKNN:
 
 
 class PCAReconstruction:
-    """Squared reconstruction error from the principal components keeping ``variance`` of the normal images."""
+    """Squared reconstruction error from the principal components keeping ``variance`` of the normal images (an
+    exact SVD; ``metricad.scoring.experts.PixelPCA`` is the same error as an expert of the detector)."""
 
-    def __init__(self, variance: float = 0.99, seed: int = 0):
-        self.variance, self.seed = variance, seed
+    deterministic = True
+
+    def __init__(self, variance: float = 0.99):
+        self.variance = variance
 
     def fit(self, normal: np.ndarray) -> "PCAReconstruction":
-        self.pca_ = PCA(self.variance, random_state=self.seed).fit(_flat(normal))
+        self.pca_ = PCA(self.variance, svd_solver="full").fit(_flat(normal))
         return self
 
     def score_samples(self, images: np.ndarray) -> np.ndarray:
@@ -49,6 +54,8 @@ class PCAReconstruction:
 
 class IsolationForestDetector:
     """scikit-learn's Isolation Forest (100 trees); its score_samples is higher for normal, hence the minus."""
+
+    deterministic = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -3,37 +3,38 @@
 Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel; also reported as
 ``doc-lof``, scored by LOF as the cited Keras version did), ``binary`` (a normal-vs-reference classifier; scored
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
-configuration: seed loss, binary labels) and ``metricad`` (the default recipe: k-NN distance plus the CosFace class
-margin's excess; also reported as ``metricad-knn``, the same model scored by the k-NN distance alone, and
-``metricad+margin``, scored with the whole margin).
-The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation) but the
-loss, the labels and metricad's shifted negatives.
+configuration: seed loss, binary labels) and ``metricad`` (the default recipe and score; with several experts,
+also each expert alone on the same models, as ``metricad[knn]``, ``metricad[margin]``, ...).
+The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation, split) but
+the loss, the labels, metricad's shifted negatives and ensemble; the baselines train as their papers define them.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from metricad.baselines import BASELINES
-from metricad.class_margin import ClassMargin
-from metricad.data import AnomalySplit
-from metricad.detector import Detector
-from metricad.scores import MARGIN_SCORES
-from metricad.training import PRESETS, TrainConfig, train_embedding
+from metricad.data import CLASS_NAMES, AnomalySplit, load_split, validation_split
+from metricad.files import write_json, write_text
+from metricad.preprocessing import to_model_input
+from metricad.recipe import METHODS, PRESETS, TrainConfig
+from metricad.scoring.experts import expert_key
+from metricad.scoring.names import parse_score
 
-METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
-# The baselines train as their papers define them: on the normal and reference images alone, without the
-# shifted negatives (rotated normal images as extra classes) that are part of metricad's own recipe.
-# They are scored by the k-NN distance alone ("the same k-NN scoring"), as metricad-knn is.
-_TRAINED = {"metricad": {}, "seed": {"loss": "seed", "labels": "binary", "negatives": [], "score": "knn"},
-            "doc": {"loss": "doc", "labels": "fine", "negatives": [], "score": "knn"},
-            "binary": {"loss": "binary", "labels": "fine", "negatives": [], "score": "knn"}}
+# The baselines train on the normal and reference images alone, one model each, without the shifted negatives
+# (rotated normal images as extra classes) that are part of metricad's own recipe, scored by the k-NN distance.
+_TRAINED = {"metricad": {},
+            "seed": {"loss": "seed", "labels": "binary", "negatives": [], "score": "knn", "ensemble": 1},
+            "doc": {"loss": "doc", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1},
+            "binary": {"loss": "binary", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1}}
 TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
 
 
@@ -47,32 +48,43 @@ def method_config(method: str, base: TrainConfig | None = None) -> TrainConfig:
     return replace(base, model_kwargs=kwargs, **_TRAINED[method])
 
 
+class _Embedder:
+    """Batched embeddings of a trained model, for the scorers below."""
+
+    def __init__(self, model, device, batch_size: int = 512):
+        self.model, self.device, self.batch_size = model.eval(), device, batch_size
+
+    @torch.inference_mode()
+    def __call__(self, images) -> torch.Tensor:
+        x = to_model_input(images, self.model.in_channels, self.model.input_size)
+        return torch.cat([self.model(x[i:i + self.batch_size].to(self.device)).cpu()
+                          for i in range(0, len(x), self.batch_size)])
+
+
 class ProbabilityScorer:
     """The binary classifier's own score: its probability that an image is not normal."""
 
-    def __init__(self, detector: Detector, head):
-        self.detector, self.head = detector, head
+    def __init__(self, model, head, device=None):
+        self.embed, self.head = _Embedder(model, device), head.cpu()
 
     def score_samples(self, images) -> np.ndarray:
-        embeddings = self.detector.embed(images)
-        return self.head.anomaly_probability(embeddings.to(next(self.head.parameters()).device)).cpu().numpy()
+        return self.head.anomaly_probability(self.embed(images)).numpy()
 
 
 class LOFScorer:
     """How the cited Keras DOC scored: Local Outlier Factor (k=5) on min-max scaled features of the normal images."""
 
-    def __init__(self, detector: Detector, n_neighbors: int = 5):
+    def __init__(self, model, normal_images, n_neighbors: int = 5, device=None):
         from sklearn.neighbors import LocalOutlierFactor
         from sklearn.preprocessing import MinMaxScaler
 
-        self.detector = detector
-        features = detector.anchor_embeddings_.cpu().numpy()
+        self.embed = _Embedder(model, device)
+        features = self.embed(normal_images).numpy()
         self.scaler = MinMaxScaler().fit(features)
         self.lof = LocalOutlierFactor(n_neighbors=n_neighbors, novelty=True).fit(self.scaler.transform(features))
 
     def score_samples(self, images) -> np.ndarray:
-        features = self.scaler.transform(self.detector.embed(images).cpu().numpy())
-        return -self.lof.score_samples(features)  # sklearn: higher = more normal
+        return -self.lof.score_samples(self.scaler.transform(self.embed(images).numpy()))  # sklearn: high = normal
 
 
 def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
@@ -84,27 +96,33 @@ def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
 
 
 def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | None = None, device=None) -> dict:
-    """Fit one method; return ``{name: scorer}`` (``binary``, ``doc`` and ``metricad`` yield two) and the training
-    seconds."""
+    """Fit one method; return ``{name: scorer}`` (several for ``binary``, ``doc`` and a multi-expert
+    ``metricad``) and the training seconds."""
+    from metricad.pipeline import fit_detector, train_members
+    from metricad.training import train_embedding
+
     start = time.perf_counter()
     if method in BASELINES:
-        scorers = {method: BASELINES[method](seed=seed).fit(split.anchor_images)}
+        baseline = BASELINES[method]
+        scorers = {method: (baseline() if baseline.deterministic else baseline(seed=seed)).fit(split.anchor_images)}
+    elif method == "metricad":
+        config = replace(method_config(method, base), seed=seed)
+        models, _ = train_members(config, split, device=device, progress=False)
+        detector = fit_detector(models, split, config.score, device=device)
+        scorers = {method: detector}
+        names = parse_score(config.score)
+        if len(names) > 1:  # each expert alone, from the same models and anchors
+            scorers |= {f"{method}[{expert_key(n)}]": detector.with_score(expert_key(n)) for n in names}
     elif method in _TRAINED:
         config = replace(method_config(method, base), seed=seed)
         normal_label = split.normal_label(config.labels)
         model, _, head = train_embedding(config, split.train_images, split.training_labels(config.labels),
                                          device=device, progress=False, return_loss=True, normal_label=normal_label)
-        margin = ClassMargin.from_loss(head, normal_label) if config.score in MARGIN_SCORES else None
-        detector = Detector(model, device=device, score=config.score).fit(split.anchor_images, margin)
-        scorers = {method: detector}
+        scorers = {method: fit_detector([model], split, config.score, device=device)}
         if method == "binary":
-            scorers["binary-prob"] = ProbabilityScorer(detector, head)
+            scorers["binary-prob"] = ProbabilityScorer(model, head, device)
         if method == "doc":
-            scorers["doc-lof"] = LOFScorer(detector)
-        if margin is not None:  # the default's parts, from the same model and anchors
-            scorers[f"{method}-knn"] = detector.with_score("knn")
-            if config.score == "knn+excess-margin":
-                scorers[f"{method}+margin"] = detector.with_score("knn+margin")
+            scorers["doc-lof"] = LOFScorer(model, split.anchor_images, device=device)
     else:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     return {"scorers": scorers, "train_seconds": time.perf_counter() - start}
@@ -112,12 +130,15 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
 
 def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None, device=None,
             progress=None, reuse: dict | None = None) -> list[dict]:
-    """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20. ``reuse`` (from
-    ``reusable_rows``) holds rows measured before with the same configuration: those methods are not refitted."""
+    """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20. A deterministic baseline
+    is fitted for the first seed only. ``reuse`` (from ``reusable_rows``) holds rows measured before with the
+    same configuration: those methods are not refitted."""
     rows = []
     timing_images = split.test_images[:TIMING_IMAGES]
     for seed in seeds:
         for method in methods:
+            if method in BASELINES and BASELINES[method].deterministic and seed != seeds[0]:
+                continue
             earlier = (reuse or {}).get((split.normal_class, split.anomaly_class, method, seed))
             if earlier:
                 for row in earlier:
@@ -137,6 +158,11 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
                 if progress:
                     progress(rows[-1])
     return rows
+
+
+def baseline_rows(split: AnomalySplit) -> list[dict]:
+    """The raw-pixel baselines on ``split`` (seconds each), as ``metricad reproduce`` prints them."""
+    return compare(split, [m for m in METHODS if m in BASELINES], [0])
 
 
 def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, limit) -> dict:
@@ -185,3 +211,62 @@ def summary_markdown(summary: list[dict], title: str) -> str:
     if reused:
         lines += ["", "Rows reused from earlier runs of the same configuration: " + "; ".join(reused) + "."]
     return "\n".join(lines) + "\n"
+
+
+def run_comparison(out, pairs, methods, seeds, base: TrainConfig, validation=None, limit=None, reuse_from=(),
+                   data_dir=None, device=None) -> list[str]:
+    """Compare ``methods`` on each (normal, anomaly) pair, writing ``compare.json`` and ``compare.md`` into
+    ``out`` after every pair (a long comparison keeps what it has measured). With ``validation`` (reference
+    classes), each pair is compared on validation splits against those stand-ins instead of its test images.
+    Returns one markdown section per pair."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def show(row):
+        print(f"  {row['normal']}/{row['anomaly']}  seed {row['seed']}  {row['method']:<12} AUC {row['auc']:.4f}  "
+              + (f"reused from {row['reused_from']}" if "reused_from" in row else
+                 f"trained in {row['train_seconds']:.0f} s"), file=sys.stderr)
+
+    # The validation splits depend on the first seed: it is part of what a reused row must have been measured on.
+    split_kind = {"stand_ins": list(validation), "seed": seeds[0]} if validation else "test"
+    reuse = {}
+    for earlier in reuse_from:
+        reuse |= reusable_rows(_read_compare_json(earlier), str(Path(earlier) / "compare.json"), base, split_kind,
+                               limit)
+    results, sections = [], []
+    for normal, anomaly in pairs:
+        # A validation split holds its normal images out itself, from the whole training split.
+        split = load_split({"normal": normal, "anomaly": anomaly, "limit": limit,
+                            "holdout": 0.0 if validation else base.holdout}, data_dir)
+        if validation:  # never the test images nor the anomaly: for choosing settings
+            splits = [validation_split(split, c, seed=seeds[0], holdout=base.holdout) for c in validation]
+            anomaly = validation[0] if len(validation) == 1 else list(validation)
+        else:
+            splits = [split]
+        rows = [row for s in splits for row in compare(s, methods, seeds, base, device, show, reuse)]
+        summary = summarize(rows)  # with several stand-ins, over all of them: "seeds" counts both
+        versus = (f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})" if isinstance(anomaly, int) else
+                  "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in anomaly))
+        title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {versus}, seeds {','.join(map(str, seeds))}"
+                 + (" - VALIDATION: held-out training images only" if validation else "")
+                 + (" - mean over stand-ins and seeds" if len(splits) > 1 else ""))
+        results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
+        sections.append(summary_markdown(summary, title))
+        single = len(pairs) == 1
+        write_json(out / "compare.json", {"training": base.to_dict(), "split": split_kind, "limit": limit,
+                                          **({"rows": rows, "summary": summary} if single else {"pairs": results})})
+        write_text(out / "compare.md", "\n".join(sections))
+        print(sections[-1])
+    return sections
+
+
+def _read_compare_json(run_dir) -> dict:
+    import json
+
+    path = Path(run_dir) / "compare.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--reuse {run_dir}: {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reuse {run_dir}: {path} is not valid JSON ({error})") from None

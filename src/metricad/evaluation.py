@@ -1,20 +1,28 @@
-"""Scoring a detector on a split: AUC, the original's speed tables, and its figure."""
+"""Scoring a detector on test images: AUC and the metrics at its threshold, the original's speed tables, its figure.
+
+A figure at a threshold is never computed on the images that set the threshold: a run's own test images are the
+Fashion-MNIST test split (never used to train, normalise, choose or threshold), and a folder run is evaluated on
+``--test-dir``, which may not be the ``--val-dir`` it was thresholded on. ``metrics.json`` names both sets.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from metricad.detector import Detector
+from metricad.run import open_run
+
+ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
 
 
-def evaluate(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray) -> tuple[dict, np.ndarray]:
+def evaluate(detector, images: np.ndarray, is_anomaly: np.ndarray) -> tuple[dict, np.ndarray]:
     """Threshold-free metrics (ROC AUC, average precision) and the confusion counts at the detector's threshold."""
     scores = detector.score_samples(images)
-    predicted = scores > detector.offset_
+    predicted = detector.predict_scores(scores).astype(bool)
     truth = np.asarray(is_anomaly).astype(bool)
     tp, fp = int(np.sum(predicted & truth)), int(np.sum(predicted & ~truth))
     fn, tn = int(np.sum(~predicted & truth)), int(np.sum(~predicted & ~truth))
@@ -22,8 +30,8 @@ def evaluate(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray) -> 
         "auc": float(roc_auc_score(truth, scores)),
         "average_precision": float(average_precision_score(truth, scores)),
         "n_test_normal": int(np.sum(~truth)), "n_test_anomaly": int(np.sum(truth)),
-        "n_anchors": int(detector.index_.ntotal), "k": detector.k, "score": detector.score,
-        "threshold": detector.offset_,
+        "n_anchors": len(detector.anchor_indices_), "k": detector.k, "score": detector.score,
+        "threshold": detector.offset_, "threshold_set_on": detector.threshold_,
         "at_threshold": {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
                          "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
                          "f1": 2 * tp / max(2 * tp + fp + fn, 1),
@@ -32,10 +40,43 @@ def evaluate(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray) -> 
     return metrics, scores
 
 
-def time_scoring(detector: Detector, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+def evaluation_images(run, test_dir=None, data_dir=None, skip_bad_files: bool = False):
+    """``(split, description)``: the images a run is evaluated on, which must hold both kinds and must not be the
+    ones its threshold was set on."""
+    from metricad.data import labelled_dir_split
+
+    data = run.config.get("data", {})
+    if test_dir:
+        if data.get("val_dir") and Path(test_dir).resolve() == Path(data["val_dir"]):
+            raise ValueError(f"--test-dir {test_dir} is the --val-dir that set {run.path}'s threshold: evaluate on "
+                             "images the run has not seen")
+        split, where = labelled_dir_split(test_dir, *run.detector.input_spec, skip_bad_files), str(test_dir)
+    else:
+        split = run.split(data_dir)
+        where = (f"Fashion-MNIST test images of classes {split.normal_class} and {split.anomaly_class}"
+                 if data.get("dataset") != "folders" else "")
+    if len(np.unique(split.test_is_anomaly)) < 2:
+        raise ValueError(f"{run.path}: needs test images of both kinds, normal and anomalous, that it was not "
+                         "trained or thresholded on: pass --test-dir with good/ and anomalous sub-folders")
+    return split, where
+
+
+def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_dir=None,
+                 skip_bad_files: bool = False, **overrides):
+    """Open a run (``overrides``: ``open_run``'s), evaluate it on its test images and merge the metrics into its
+    ``metrics.json``. Returns ``(run, split, metrics, scores)``."""
+    run = open_run(path, device=device, runtime=runtime, **overrides)
+    split, where = evaluation_images(run, test_dir, data_dir, skip_bad_files)
+    metrics, scores = evaluate(run.detector, split.test_images, split.test_is_anomaly)
+    metrics["test_images"] = where
+    run.update_metrics(metrics)
+    return run, split, metrics, scores
+
+
+def time_scoring(detector, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Score ``images`` in consecutive batches as a camera loop would; return scores and wall seconds.
 
-    Timed per batch: preprocessing, embedding and the k-NN search. One untimed batch warms up first.
+    Timed per batch: preprocessing, the model(s) and every expert, k-NN included. One untimed batch warms up first.
     """
     detector.score_samples(images[:batch_size])
     scores, start = [], time.perf_counter()
@@ -44,14 +85,14 @@ def time_scoring(detector: Detector, images: np.ndarray, batch_size: int) -> tup
     return np.concatenate(scores), time.perf_counter() - start
 
 
-def benchmark(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray, anchor_counts, batch_sizes,
-              model_name: str, runtime: str = "torch", progress=None) -> list[dict]:
+def benchmark(detector, images: np.ndarray, is_anomaly: np.ndarray, anchor_counts, batch_sizes, model_name: str,
+              runtime: str = "torch", progress=None) -> list[dict]:
     """The original's tables: for each anchor count (the first N, as the original) and batch size, the total
-    seconds to score all test images, the AUC and ms/image, k-NN included."""
+    seconds to score all test images, the AUC and ms/image."""
     rows = []
+    subsets = {n: detector.refit(n_anchors=n, anchor_sampling="first") for n in anchor_counts}
     for batch_size in batch_sizes:
-        for n in anchor_counts:
-            sub = detector.subset_anchors(n_anchors=n, anchor_sampling="first")
+        for n, sub in subsets.items():
             scores, seconds = time_scoring(sub, images, batch_size)
             rows.append({"runtime": runtime, "model": model_name, "anchors": n, "batch_size": batch_size,
                          "seconds_total": seconds, "auc": float(roc_auc_score(is_anomaly, scores)),
@@ -59,6 +100,28 @@ def benchmark(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray, an
             if progress:
                 progress(rows[-1])
     return rows
+
+
+def benchmark_run(path, anchor_counts, batch_sizes, data_dir=None, device=None, runtimes=("torch",)) -> str:
+    """The speed tables of a run on its test split, per runtime; written to ``benchmark.json``/``benchmark.md``."""
+    def show(row):
+        print(f"  {row['runtime']:>5}  batch {row['batch_size']:>4}  anchors {row['anchors']:>5}  "
+              f"AUC {row['auc']:.4f}  {row['ms_per_image']:.3f} ms/image", file=sys.stderr)
+
+    rows, run = [], None
+    for runtime in runtimes:
+        run = open_run(path, device=device, runtime=runtime)
+        split, _ = evaluation_images(run, data_dir=data_dir)
+        available = len(run.detector.normal_images_)
+        too_many = [n for n in anchor_counts if n > available]
+        if too_many:
+            raise ValueError(f"--anchors {too_many} exceed the {available} anchors stored in {path}")
+        rows += benchmark(run.detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes,
+                          run.config["models"][0]["name"], runtime=runtime, progress=show)
+    markdown = benchmark_markdown(rows, len(split.test_images))
+    run.write_json("benchmark.json", rows)
+    run.write_text("benchmark.md", markdown)
+    return markdown
 
 
 def benchmark_markdown(rows: list[dict], n_images: int) -> str:

@@ -1,9 +1,11 @@
-"""The one conversion from user arrays to model input, checked at the boundary."""
+"""The one conversion from user arrays to model input, checked at the boundary.
+
+``to_model_array`` is numpy only (the torch-free bundle runtime uses it); ``to_model_input`` wraps it for torch.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def _check_layout(shape: tuple, channels: int, size) -> None:
@@ -36,8 +38,10 @@ def to_model_array(images, channels: int = 1, size: tuple[int, int] | None = Non
     return array
 
 
-def to_model_input(images, channels: int = 1, size: tuple[int, int] | None = None) -> torch.Tensor:
+def to_model_input(images, channels: int = 1, size: tuple[int, int] | None = None):
     """``to_model_array`` as a torch tensor; a tensor input stays on its device."""
+    import torch
+
     if not isinstance(images, torch.Tensor):
         return torch.from_numpy(to_model_array(images, channels, size))
     tensor = images.unsqueeze(1) if images.ndim == 3 else images

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from metricad.detector import Detector
-from metricad.evaluation import evaluate
+from metricad.evaluation import evaluate, evaluation_images
+from metricad.explain import explain
 from metricad.files import write_text
+from metricad.run import open_run
 
 
 def _png(fig) -> str:
@@ -52,20 +53,21 @@ def _roc_figure(truth, scores, auc):
 def _histogram_figure(truth, scores, threshold):
     plt = _plots()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    top = max(float(np.quantile(scores, 0.99)), threshold * 1.1)  # a few far outliers would squash the rest
+    # A few far outliers would squash the rest; the threshold stays in view (a score may be negative).
+    top = max(float(np.quantile(scores, 0.99)), threshold + 0.1 * (abs(threshold) or 1.0))
     bins = np.linspace(scores.min(), top, 50)
     clipped = np.minimum(scores, top)  # the last bin holds everything above
     ax.hist(clipped[truth == 0], bins=bins, alpha=0.6, label="normal")
     ax.hist(clipped[truth == 1], bins=bins, alpha=0.6, label="anomalous")
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel(f"anomaly score (distance to the nearest anchor; last bin: >= {top:.2f})")
+    ax.set_xlabel(f"anomaly score (mean of the experts' z-scores; last bin: >= {top:.2f})")
     ax.set_ylabel("images")
     ax.legend()
     fig.tight_layout()
     return _png(fig)
 
 
-def _gallery(images, heatmaps, scores, threshold):
+def _gallery(images, heatmaps, scores, flagged):
     plt = _plots()
     n = len(images)
     fig, axes = plt.subplots(2, max(n, 1), figsize=(1.5 * max(n, 1), 3.4), squeeze=False)
@@ -75,14 +77,14 @@ def _gallery(images, heatmaps, scores, threshold):
             axes[row, i].imshow(image, cmap="gray", vmin=0, vmax=255)
             axes[row, i].axis("off")
         axes[1, i].imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[0, i].set_title(f"{scores[i]:.3f}" + (" NG" if scores[i] > threshold else " OK"), fontsize=8)
+        axes[0, i].set_title(f"{scores[i]:.3f}" + (" NG" if flagged[i] else " OK"), fontsize=8)
     for ax in axes.flat[2 * n:]:
         ax.axis("off")
     fig.tight_layout()
     return _png(fig)
 
 
-def build_report(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
+def build_report(detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
                  details: dict | None = None, n_examples: int = 8) -> tuple[str, dict]:
     """The HTML page and the metrics it shows."""
     metrics, scores = evaluate(detector, images, is_anomaly)
@@ -95,9 +97,9 @@ def build_report(detector: Detector, images: np.ndarray, is_anomaly: np.ndarray,
     for indices, caption in ((most_anomalous, "The most anomalous test images (score; heat-map below)"),
                              (hardest, "The most normal-looking anomalies (missed first if below the threshold)")):
         if len(indices):
-            explanation = detector.explain(images[indices])
+            explanation = explain(detector, images[indices])
             galleries.append((caption, _gallery(images[indices], explanation.heatmaps, scores[indices],
-                                                detector.offset_)))
+                                                detector.predict_scores(scores[indices]))))
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in (details or {}).items())
     confusion = (f"<table class='cm'><tr><th></th><th>predicted normal</th><th>predicted anomaly</th></tr>"
@@ -136,5 +138,16 @@ false-positive rate {at['false_positive_rate']:.3f}</td></tr>
     return page, metrics
 
 
-def write_report(path: str | Path, page: str) -> Path:
-    return write_text(path, page)
+def report_run(path, test_dir=None, out=None, data_dir=None, device=None, skip_bad_files: bool = False):
+    """Write a run's report on its test images (or ``test_dir``) to ``out`` (default RUN/report.html); returns the
+    page's path and its metrics."""
+    run = open_run(path, device=device)
+    split, where = evaluation_images(run, test_dir, data_dir, skip_bad_files)
+    training = run.config.get("training", {})
+    details = {"run": str(run.path), "model": run.config["models"][0]["name"],
+               "training": ", ".join(f"{k} {training.get(k)}" for k in ("loss", "labels", "epochs", "ensemble")),
+               "score": run.detector.score, "anchors": len(run.detector.anchor_indices_),
+               "test set": where or test_dir}
+    page, metrics = build_report(run.detector, split.test_images, split.test_is_anomaly,
+                                 f"metricad report: {run.path.name}", details)
+    return write_text(Path(out) if out else run.path / "report.html", page), metrics

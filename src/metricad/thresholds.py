@@ -1,10 +1,26 @@
-"""Choosing the score threshold from calibration scores (higher score = more anomalous; anomaly if score > t)."""
+"""The threshold: choosing it from calibration scores, and the one rule that compares a score with it.
+
+Higher score = more anomalous; an image is an anomaly when its score is above the threshold. Numpy only: the
+torch-free bundle runtime decides with the same functions as the detector.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 THRESHOLD_MODES = ("contamination", "fpr", "f1")
+
+
+def is_anomalous(scores, threshold: float) -> np.ndarray:
+    """True where a score is above the threshold: the decision, for the detector, the bundle and the service."""
+    return np.asarray(scores) > threshold
+
+
+def normalized_score(scores, threshold: float) -> np.ndarray:
+    """Scores mapped monotonically to (0, 1), 0.5 at the threshold: ``1 / (1 + exp(threshold - score))``. A
+    score is a mean of z-scores, so one unit is one standard deviation of normal images."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(np.clip(threshold - scores, -700, 700)))
 
 
 def threshold_for(scores, is_anomaly, mode: str, contamination: float = 0.01, target_fpr: float = 0.01) -> float:

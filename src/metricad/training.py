@@ -1,11 +1,10 @@
-"""Training the embedding: one readable loop, configured by a dataclass, with named presets."""
+"""Training the embedding: one readable loop, configured by a ``TrainConfig`` (``metricad.recipe``)."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -15,71 +14,10 @@ from tqdm.auto import tqdm
 
 from metricad.checkpoint import load_checkpoint, save_checkpoint
 from metricad.data.negatives import add_shifted_negatives
-from metricad.losses import LOSSES_WITH_CENTRES, build_loss
-from metricad.models import DEFAULT_MODEL, create_model
+from metricad.losses import build_loss
+from metricad.models import create_model
 from metricad.preprocessing import to_model_input
-from metricad.scores import MARGIN_SCORES, SCORES
-
-
-@dataclass
-class TrainConfig:
-    model: str = DEFAULT_MODEL
-    model_kwargs: dict = field(default_factory=dict)
-    loss: str = "cosface"
-    labels: str = "binary"
-    margin: float = 0.2
-    epochs: int = 5
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    # "step": lr *= lr_gamma at each of lr_milestones (epochs), as the original did. "onecycle": warm up to lr
-    # over the first tenth of the steps, then cosine-anneal to almost zero (torch's OneCycleLR, per batch).
-    lr_schedule: str = "step"
-    lr_milestones: list = field(default_factory=lambda: [4])
-    lr_gamma: float = 0.1
-    shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
-    # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
-    negatives: list = field(default_factory=list)
-    # How the trained model scores (``Detector(score=...)``): "knn", or a margin score ("knn+margin",
-    # "knn+excess-margin"), which also keeps the class centres a CosFace/ArcFace loss learned (``class_margin``).
-    score: str = "knn"
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
-
-    def with_options(self, options: dict) -> "TrainConfig":
-        """This configuration with ``options`` changed. ``model_kwargs`` is merged key by key, so that setting
-        one model option (the widths) keeps the others (the default's unit-length embeddings)."""
-        kwargs = options.get("model_kwargs", {})
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"model_kwargs must be a JSON object, got {kwargs!r}")
-        return TrainConfig.from_dict(self.to_dict() | options | {"model_kwargs": {**self.model_kwargs, **kwargs}})
-
-
-PRESETS = {
-    # metricad's CPU default: 10 epochs of a one-cycle schedule, the normal images' three quarter turns as extra
-    # classes, unit-length embeddings (CosFace trains only their direction, so k-NN compares directions), scored
-    # by the k-NN distance plus the CosFace class margin where it exceeds the anchors' (about 5 minutes on two
-    # cores). Chosen on validation splits of five (normal, anomaly) pairs, never on test images or the anomaly;
-    # see BENCHMARKS.md section 2d.
-    "default": TrainConfig(epochs=10, lr_schedule="onecycle", negatives=["rot90", "rot180", "rot270"],
-                           model_kwargs={"normalize": True}, score="knn+excess-margin"),
-    # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
-    # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
-    "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
-                        optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1, shift=0),
-}
+from metricad.recipe import LOSSES_WITH_CENTRES, TrainConfig
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +62,9 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                     return_loss: bool = False, checkpoint_path: Path | None = None, on_epoch_end=None):
     """Train a fresh model on ``images`` (uint8, N x H x W) with integer ``labels``; return it and per-epoch logs
     (and the trained loss module, whose heads the ``binary`` method scores with, if ``return_loss``).
-    ``normal_label`` is the label of the normal class (needed by the ``doc`` and ``binary`` losses).
+    ``normal_label`` is the label of the normal class (needed by the ``doc`` and ``binary`` losses, the shifted
+    negatives and the class centres). A loss with class centres (CosFace, ArcFace) leaves them in the returned
+    model (``model.class_centres``), for the margin experts.
 
     Batches are drawn from a seeded permutation each epoch; the last incomplete batch is dropped, as in the
     original, so every batch has the same size. With ``checkpoint_path``, a checkpoint is written there after
@@ -133,13 +73,7 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     ``on_epoch_end(record, model)``, if given, is called after each epoch with its log record (e.g. to follow a
     validation AUC); the model is in eval mode during the call.
     """
-    if config.epochs < 1 or config.batch_size < 2:
-        raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {config.epochs} and {config.batch_size}")
-    if config.score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {config.score!r}")
-    if config.score in MARGIN_SCORES and config.loss not in LOSSES_WITH_CENTRES:
-        raise ValueError(f"score {config.score!r} needs a loss with class centres ({', '.join(LOSSES_WITH_CENTRES)}), "
-                         f"got {config.loss!r}: pass --score knn")
+    config.validate()
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
     seed_everything(config.seed)
@@ -208,6 +142,8 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
             model.eval()
             with torch.no_grad():
                 on_epoch_end(record, model)
+    if config.loss in LOSSES_WITH_CENTRES and normal_label is not None:
+        model.set_class_centres(criterion.loss.W, normal_label)
     if return_loss:
         return model.eval(), history, criterion.eval()
     return model.eval(), history

@@ -137,8 +137,8 @@ def folder_split(data: dict):
     """The ``AnomalySplit`` of a folder run described by ``data`` (the run's ``config.json`` "data" section).
 
     Normal images get class 0, reference classes 1..K in sub-folder order. With ``holdout`` > 0 that fraction
-    of the normal images (seeded) is kept out of training and anchors to calibrate the threshold on; with a
-    ``val_dir`` its images are the calibration set; its images are also the split's test images.
+    of the normal images (seeded) is kept out of training and anchors (``holdout_images``); a ``val_dir`` gives
+    the labelled validation set. The split has no test images: a folder run is evaluated on ``--test-dir``.
     """
     from metricad.data.split import AnomalySplit
 
@@ -158,21 +158,19 @@ def folder_split(data: dict):
     train_classes = np.array([label_of[p] for p in kept], dtype=np.int64)
     if not np.any(train_classes == 0):
         raise ValueError(f"{data['normal_dir']}: no readable normal training image left")
-    calibration = calibration_is_anomaly = None
-    test_images, test_is_anomaly = np.empty((0, *train_images.shape[1:]), np.uint8), np.empty(0, np.int64)
+    held = val = None
+    if holdout:
+        held, _, bad = read_images([normal_paths[i] for i in sorted(holdout)], size, channels, skip)
+        skipped += bad
     if data.get("val_dir"):
         val = read_labelled_dir(data["val_dir"], size, channels, skip, what="--val-dir")
-        calibration, calibration_is_anomaly = val.images, val.is_anomaly
-        test_images, test_is_anomaly = val.images, val.is_anomaly
         skipped += val.skipped
-    elif holdout:
-        held, _, bad = read_images([normal_paths[i] for i in sorted(holdout)], size, channels, skip)
-        calibration, calibration_is_anomaly = held, np.zeros(len(held), np.int64)
-        skipped += bad
+    empty = np.empty((0, *train_images.shape[1:]), np.uint8)
     return AnomalySplit(normal_class=0, anomaly_class=-1, train_images=train_images, train_classes=train_classes,
-                        anchor_images=train_images[train_classes == 0], test_images=test_images,
-                        test_is_anomaly=test_is_anomaly, calibration_images=calibration,
-                        calibration_is_anomaly=calibration_is_anomaly), skipped
+                        anchor_images=train_images[train_classes == 0], test_images=empty,
+                        test_is_anomaly=np.empty(0, np.int64), holdout_images=held,
+                        val_images=None if val is None else val.images,
+                        val_is_anomaly=None if val is None else val.is_anomaly), skipped
 
 
 def export_split_to_folders(out: str | os.PathLike, train, test, normal: int, anomaly: int,

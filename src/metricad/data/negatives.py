@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-# name -> transform of an (N, C, H, W) batch; every one keeps (H, W) for square inputs.
+# name -> transform of an (N, C, H, W) batch; every one keeps (H, W) for square inputs. The names are also
+# metricad.recipe.NEGATIVES, for the torch-free command line.
 SHIFTS = {
     "rot90": lambda x: torch.rot90(x, 1, dims=(2, 3)),
     "rot180": lambda x: torch.rot90(x, 2, dims=(2, 3)),

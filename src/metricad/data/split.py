@@ -12,10 +12,12 @@ class AnomalySplit:
     """Arrays of one (normal, anomaly) experiment.
 
     ``train_*``: every training image whose class is not the anomaly (normal + reference classes), with the
-    original class labels kept (``to_training_labels`` turns them into binary or fine labels).
+    original class labels kept (``training_labels`` turns them into binary or fine labels).
     ``anchor_images``: the normal training images. ``test_*``: test images of the normal and anomaly class;
-    ``test_is_anomaly`` is 1 for the anomaly class. ``calibration_*`` (optional): images kept out of training
-    and anchors, on which the threshold is set (held-out normal images, or a labelled validation set).
+    ``test_is_anomaly`` is 1 for the anomaly class. ``holdout_images`` (optional): normal images kept out of
+    training and anchors, on which the experts are normalised and the threshold set. ``val_*`` (optional): a
+    labelled validation set, never a test image: held-out normal images with a few anomalies (from the anomaly
+    class's training images, or a folder of defects); it may choose the score and set the threshold.
     """
 
     normal_class: int
@@ -25,8 +27,9 @@ class AnomalySplit:
     anchor_images: np.ndarray
     test_images: np.ndarray
     test_is_anomaly: np.ndarray
-    calibration_images: np.ndarray | None = None
-    calibration_is_anomaly: np.ndarray | None = None
+    holdout_images: np.ndarray | None = None
+    val_images: np.ndarray | None = None
+    val_is_anomaly: np.ndarray | None = None
 
     def normal_label(self, scheme: str) -> int:
         """The label the normal class gets under ``training_labels(scheme)``."""
@@ -45,9 +48,15 @@ class AnomalySplit:
         raise ValueError(f"labels must be 'binary' or 'fine', got {scheme!r}")
 
 
-def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None = None,
-               seed: int = 0) -> AnomalySplit:
-    """Build the split from ``(images, labels)`` pairs. ``limit`` caps training images per class (random, seeded)."""
+def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None = None, seed: int = 0,
+               holdout: float = 0.0, val_anomalies: int = 0, val_seed: int = 0) -> AnomalySplit:
+    """Build the split from ``(images, labels)`` pairs. ``limit`` caps training images per class (random, seeded).
+
+    ``holdout``: this fraction of the normal training images (seeded) is kept out of training and anchors, as
+    ``holdout_images``. ``val_anomalies`` K > 0: K images of the anomaly class drawn (seeded by ``val_seed``) from
+    its **training** images, with the held-out normal images, form the labelled validation set; the test images
+    are never drawn from.
+    """
     (train_x, train_y), (test_x, test_y) = train, test
     classes = set(np.unique(train_y).tolist())
     for name, value in (("normal", normal), ("anomaly", anomaly)):
@@ -57,14 +66,32 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         raise ValueError(f"--normal and --anomaly must differ, both are {normal}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of images per class, got {limit}")
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
+    if val_anomalies and not holdout:
+        raise ValueError("--val-anomalies needs held-out normal images beside the anomalies: a holdout above 0")
 
     keep = np.flatnonzero(train_y != anomaly)
     if limit is not None:
         rng = np.random.default_rng(seed)
         per_class = [rng.permutation(keep[train_y[keep] == c])[:limit] for c in sorted(classes - {anomaly})]
         keep = np.sort(np.concatenate(per_class))
+    held_out = np.empty(0, np.int64)
+    if holdout:  # its own stream, so that a holdout leaves the limit's draw as it was
+        normal_idx = keep[train_y[keep] == normal]
+        held_out = np.sort(np.random.default_rng([seed, 1]).choice(
+            normal_idx, int(round(holdout * len(normal_idx))), replace=False))
+        keep = np.setdiff1d(keep, held_out)
     train_images, train_classes = train_x[keep], train_y[keep].astype(np.int64)
     test_mask = (test_y == normal) | (test_y == anomaly)
+    val_images = val_is_anomaly = None
+    if val_anomalies:
+        pool = np.flatnonzero(train_y == anomaly)  # the anomaly class's training images, never a test image
+        if val_anomalies > len(pool):
+            raise ValueError(f"--val-anomalies {val_anomalies}: class {anomaly} has {len(pool)} training images")
+        drawn = np.sort(np.random.default_rng([val_seed, 2]).choice(pool, val_anomalies, replace=False))
+        val_images = np.concatenate([train_x[held_out], train_x[drawn]])
+        val_is_anomaly = np.r_[np.zeros(len(held_out), np.int64), np.ones(len(drawn), np.int64)]
     return AnomalySplit(
         normal_class=normal,
         anomaly_class=anomaly,
@@ -73,16 +100,20 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         anchor_images=train_images[train_classes == normal],
         test_images=test_x[test_mask],
         test_is_anomaly=(test_y[test_mask] == anomaly).astype(np.int64),
+        holdout_images=train_x[held_out] if holdout else None,
+        val_images=val_images,
+        val_is_anomaly=val_is_anomaly,
     )
 
 
-def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float = 0.1,
-                     seed: int = 0) -> AnomalySplit:
-    """A split for choosing hyper-parameters without the test images or the anomalous class.
+def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float = 0.1, seed: int = 0,
+                     holdout: float = 0.0) -> AnomalySplit:
+    """A split for choosing settings without the test images or the anomalous class.
 
     From ``split``'s training data only: the reference class ``stand_in_anomaly`` is removed from training and
     plays the anomaly; ``fraction`` of the normal images (seeded) are removed from training and anchors and play
     the normal test images. The test images are then the held-out normals and the stand-in class's images.
+    ``holdout``: as ``make_split``'s, from the normal images that remain.
     """
     if stand_in_anomaly == split.normal_class or stand_in_anomaly not in set(split.train_classes.tolist()):
         raise ValueError(f"the stand-in anomaly must be a reference class of the training data, got "
@@ -94,10 +125,17 @@ def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float
     held_out = np.sort(rng.choice(normal_idx, int(round(fraction * len(normal_idx))), replace=False))
     stand_in = np.flatnonzero(split.train_classes == stand_in_anomaly)
     keep = np.setdiff1d(np.arange(len(split.train_classes)), np.concatenate([held_out, stand_in]))
+    normalising = np.empty(0, np.int64)
+    if holdout:
+        rest = keep[split.train_classes[keep] == split.normal_class]
+        normalising = np.sort(np.random.default_rng([seed, 1]).choice(rest, int(round(holdout * len(rest))),
+                                                                      replace=False))
+        keep = np.setdiff1d(keep, normalising)
     train_images, train_classes = split.train_images[keep], split.train_classes[keep]
     return AnomalySplit(
         normal_class=split.normal_class, anomaly_class=stand_in_anomaly,
         train_images=train_images, train_classes=train_classes,
         anchor_images=train_images[train_classes == split.normal_class],
         test_images=np.concatenate([split.train_images[held_out], split.train_images[stand_in]]),
-        test_is_anomaly=np.r_[np.zeros(len(held_out), np.int64), np.ones(len(stand_in), np.int64)])
+        test_is_anomaly=np.r_[np.zeros(len(held_out), np.int64), np.ones(len(stand_in), np.int64)],
+        holdout_images=split.train_images[normalising] if holdout else None)

@@ -3,10 +3,9 @@
 Distances are euclidean. ``ExactIndex`` (torch) is the default; ``FaissIndex`` needs the ``faiss`` extra.
 """
 
-from metricad.index.exact import ExactIndex
+from metricad.index.exact import ExactIndex, knn_search
 from metricad.index.faiss_index import FAISS_KINDS, FaissIndex
-
-INDEXES = ("exact",) + tuple(f"faiss-{kind}" for kind in FAISS_KINDS)
+from metricad.recipe import INDEXES
 
 
 def make_index(name: str = "exact", device=None):
@@ -17,4 +16,4 @@ def make_index(name: str = "exact", device=None):
     raise ValueError(f"index must be one of {', '.join(INDEXES)}, got {name!r}")
 
 
-__all__ = ["INDEXES", "ExactIndex", "FaissIndex", "make_index"]
+__all__ = ["INDEXES", "ExactIndex", "FaissIndex", "knn_search", "make_index"]

@@ -1,7 +1,7 @@
 """Exact k-NN in torch: squared distances by one matrix multiply, float32, on the anchors' device.
 
-Torch rather than faiss by default: it is already a dependency, runs on CUDA when present and is exact; for a
-few thousand anchors one matmul is all a query batch costs.
+Torch rather than faiss by default: it is already a dependency, runs on CUDA when present, is exact, and the same
+operations trace into the ONNX scoring graph; for a few thousand anchors one matmul is all a query batch costs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ def _as_2d_float(x, name: str, device=None) -> torch.Tensor:
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(t.shape)}")
     return t.to(device=device, dtype=torch.float32)
+
+
+def knn_search(anchors: torch.Tensor, queries: torch.Tensor, k: int,
+               anchor_sq_norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distances ``(N, k)`` to the ``k`` nearest ``anchors`` and their indices, nearest first.
+    ``anchor_sq_norms`` (the anchors' squared lengths) may be passed in, computed once for many searches."""
+    if anchor_sq_norms is None:
+        anchor_sq_norms = anchors.pow(2).sum(1)
+    sq = torch.addmm(anchor_sq_norms.unsqueeze(0), queries, anchors.T, alpha=-2.0)
+    sq = sq + queries.pow(2).sum(1, keepdim=True)
+    sq_dist, idx = torch.topk(sq, k, dim=1, largest=False)
+    return sq_dist.clamp(min=0.0).sqrt(), idx
 
 
 class ExactIndex:
@@ -52,7 +64,4 @@ class ExactIndex:
             raise ValueError(f"queries have dim {queries.shape[1]}, the index holds dim {anchors.shape[1]}")
         if not 1 <= k <= len(anchors):
             raise ValueError(f"k must be between 1 and the number of anchors ({len(anchors)}), got {k}")
-        sq = torch.addmm(self._sq_norms.unsqueeze(0), queries, anchors.T, alpha=-2.0)
-        sq.add_(queries.pow(2).sum(1, keepdim=True))
-        sq_dist, idx = torch.topk(sq, k, dim=1, largest=False)
-        return sq_dist.clamp_(min=0.0).sqrt_(), idx
+        return knn_search(anchors, queries, k, self._sq_norms)

@@ -53,6 +53,24 @@ class FaissIndex:
             raise ValueError(f"vectors have dim {vectors.shape[1]}, the index holds dim {self._index.d}")
         self._index.add(vectors)
 
+    def serialize(self) -> torch.Tensor:
+        """The built index as bytes (faiss's own format, no pickle), for a run to save."""
+        import faiss
+
+        if self._index is None:
+            raise RuntimeError("the index is empty: add() vectors first")
+        return torch.from_numpy(faiss.serialize_index(self._index))
+
+    def deserialize(self, data) -> None:
+        import faiss
+
+        array = data.cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        self._index = faiss.deserialize_index(np.ascontiguousarray(array, dtype=np.uint8))
+        if self.kind == "ivf":
+            self._index.nprobe = self.nprobe
+        elif self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.ef_search
+
     def search(self, queries, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         if self._index is None:
             raise RuntimeError("the index is empty: add() vectors first")

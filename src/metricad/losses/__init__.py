@@ -4,5 +4,5 @@ from metricad.losses.factory import LOSSES, LOSSES_WITH_CENTRES, MinedLoss, buil
 from metricad.losses.one_class import BinaryLoss, DOCLoss, compactness_loss
 from metricad.losses.seed import SeedTripletLoss, seed_triplet_loss, seed_triplet_loss_bruteforce
 
-__all__ = ["LOSSES", "LOSSES_WITH_CENTRES", "BinaryLoss", "DOCLoss", "MinedLoss", "compactness_loss", "SeedTripletLoss", "build_loss", "seed_triplet_loss",
-           "seed_triplet_loss_bruteforce"]
+__all__ = ["LOSSES", "LOSSES_WITH_CENTRES", "BinaryLoss", "DOCLoss", "MinedLoss", "SeedTripletLoss",
+           "build_loss", "compactness_loss", "seed_triplet_loss", "seed_triplet_loss_bruteforce"]

@@ -9,9 +9,7 @@ from pytorch_metric_learning import miners as pml_miners
 
 from metricad.losses.one_class import BinaryLoss, DOCLoss
 from metricad.losses.seed import SeedTripletLoss
-
-LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface", "doc", "binary")
-LOSSES_WITH_CENTRES = ("arcface", "cosface")  # what a ClassMargin can be built from
+from metricad.recipe import LOSSES, LOSSES_WITH_CENTRES
 
 
 class MinedLoss(nn.Module):

@@ -1,4 +1,6 @@
-"""What every embedding model shares: ``forward = forward_head(forward_features(x))`` and the unit-length option."""
+"""What every embedding model shares (the timm pattern): ``forward = forward_head(forward_features(x))``, the
+mid-level map the feature-map expert and heat-maps read, the unit-length option, and the class centres a
+CosFace/ArcFace loss learned (a cosine classifier over the embedding, kept with the weights it belongs to)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,31 @@ import torch.nn as nn
 
 
 class EmbeddingModel(nn.Module):
-    """A subclass builds ``self.features`` and ``self.head`` and defines ``forward_features`` and ``pool`` (the
-    last feature map to one vector per image, the head's input)."""
+    """A subclass builds ``self.features`` (an ``nn.Sequential``) and ``self.head``, sets ``local_depth`` (how many
+    of the features' modules give the mid-level map) and defines ``pool`` (the last map to the head's input)."""
 
-    def __init__(self, embedding_dim: int, in_channels: int, input_size: tuple[int, int], normalize: bool):
+    local_depth: int
+
+    def __init__(self, embedding_dim: int, in_channels: int, input_size: tuple[int, int], normalize: bool,
+                 num_classes: int = 0, normal_label: int | None = None):
         super().__init__()
         self.embedding_dim, self.in_channels, self.input_size = embedding_dim, in_channels, tuple(input_size)
         self.normalize = normalize  # unit-length embeddings: euclidean k-NN then ranks like cosine similarity
+        self.normal_label = normal_label
+        # (embedding_dim, classes) or None; filled by set_class_centres after training, or by loading weights.
+        self.register_buffer("class_centres", torch.zeros(embedding_dim, num_classes) if num_classes else None)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the first block takes it (e.g. upsampled)."""
+        return x
+
+    def forward_local(self, x: torch.Tensor) -> torch.Tensor:
+        """The mid-level feature map: finer than the last one, where heat-maps and the feature-map expert look."""
+        return self.features[:self.local_depth](self.prepare(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The last feature map, the head's input before pooling."""
+        return self.features(self.prepare(x))
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -27,3 +44,22 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_views(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the experts read, from one pass: ``local`` and ``features`` maps and the ``embedding``."""
+        local = self.forward_local(x)
+        features = self.features[self.local_depth:](local)
+        return {"local": local, "features": features, "embedding": self.forward_head(features)}
+
+    def set_class_centres(self, centres: torch.Tensor, normal_label: int) -> None:
+        """Keep the ``(embedding_dim, classes)`` centres of a trained CosFace/ArcFace loss; the model's recipe
+        (``metricad_config``) records their count so that its saved weights load into a rebuilt model."""
+        centres = torch.as_tensor(centres).detach().float()
+        if centres.ndim != 2 or centres.shape[0] != self.embedding_dim or centres.shape[1] < 2:
+            raise ValueError(f"class centres must be ({self.embedding_dim}, classes >= 2), got {tuple(centres.shape)}")
+        if not 0 <= normal_label < centres.shape[1]:
+            raise ValueError(f"normal_label {normal_label} is not one of the {centres.shape[1]} classes")
+        device = next(self.parameters()).device
+        self.class_centres, self.normal_label = centres.to(device).clone(), int(normal_label)
+        if hasattr(self, "metricad_config"):
+            self.metricad_config["kwargs"].update(num_classes=centres.shape[1], normal_label=int(normal_label))

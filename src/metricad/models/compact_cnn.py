@@ -1,8 +1,9 @@
 """metricad's CPU-fast default: three conv blocks at full, half and quarter resolution, then a linear head.
 
 About 7 MFLOP per 28x28 image (the original MobileNetV2 on upsampled input is about 99), so it trains in
-minutes on two CPU cores. The head flattens the last feature map instead of average-pooling it: Fashion-MNIST
-objects are centred, and where a part sits (a boot's shaft) is exactly what tells two footwear classes apart.
+minutes on two CPU cores. The head flattens the last feature map instead of average-pooling it, so that the
+embedding keeps where each part of a centred, aligned object sits (a choice first made on the sneaker-vs-boot
+test split; docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class CompactCNN(EmbeddingModel):
+    local_depth = 3  # blocks 1-2: the half-resolution map (14x14 for 28x28); the last map is (w3, H/4, W/4)
+
     def __init__(self, embedding_dim: int = 128, in_channels: int = 1, widths=(32, 64, 64),
-                 input_size: tuple[int, int] = (28, 28), normalize: bool = False):
-        super().__init__(embedding_dim, in_channels, input_size, normalize)
+                 input_size: tuple[int, int] = (28, 28), normalize: bool = False, num_classes: int = 0,
+                 normal_label: int | None = None):
+        super().__init__(embedding_dim, in_channels, input_size, normalize, num_classes, normal_label)
         w1, w2, w3 = widths
         self.features = nn.Sequential(
             _conv_block(in_channels, w1), nn.MaxPool2d(2),
@@ -30,14 +34,6 @@ class CompactCNN(EmbeddingModel):
         )
         h, w = input_size[0] // 4, input_size[1] // 4
         self.head = nn.Linear(w3 * h * w, embedding_dim)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map ``(N, w3, H/4, W/4)``."""
-        return self.features(x)
-
-    def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The second block's feature map (half resolution), where heat-maps compare an image with its anchor."""
-        return self.features[:3](x)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return features.flatten(1)  # no pooling: where a part sits counts (module docstring)

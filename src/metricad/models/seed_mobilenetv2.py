@@ -11,9 +11,12 @@ from metricad.models.registry import register_model
 
 
 class SeedMobileNetV2(EmbeddingModel):
+    local_depth = 2  # stem + first block: an early, high-resolution map; the last map is (1280, 3, 3)
+
     def __init__(self, embedding_dim: int = 128, in_channels: int = 1, upsample: int = 3,
-                 input_size: tuple[int, int] = (28, 28), normalize: bool = False):
-        super().__init__(embedding_dim, in_channels, input_size, normalize)
+                 input_size: tuple[int, int] = (28, 28), normalize: bool = False, num_classes: int = 0,
+                 normal_label: int | None = None):
+        super().__init__(embedding_dim, in_channels, input_size, normalize, num_classes, normal_label)
         self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest")  # Keras UpSampling2D is nearest
         backbone = mobilenet_v2(weights=None)
         stem = backbone.features[0][0]
@@ -23,13 +26,8 @@ class SeedMobileNetV2(EmbeddingModel):
         self.features = backbone.features
         self.head = nn.Linear(backbone.last_channel, embedding_dim)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map ``(N, 1280, 3, 3)`` (used by heat-map explanations)."""
-        return self.features(self.upsample(x))
-
-    def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        """An early, high-resolution feature map (stem + first block) for heat-maps."""
-        return self.features[:2](self.upsample(x))
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample(x)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return features.mean(dim=(2, 3))  # global average pool, as the original

@@ -9,7 +9,6 @@ request never reaches the batch, so it cannot hurt the other requests.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from fastapi import FastAPI, HTTPException, Request
 from starlette.datastructures import UploadFile
 
 import metricad
-from metricad.detector import WEIGHTS_FILE, Detector
+from metricad.run import model_id, open_run
 from metricad.serve.batching import MicroBatcher
 from metricad.serve.decode import BadImage, decode_image
 
@@ -44,11 +43,6 @@ class ServiceLimits:
     max_body_bytes: int = 20 * 1024 * 1024
     max_files: int = 64
     max_pixels: int = 16_000_000  # 4000 x 4000: any camera frame, not a decompression bomb
-
-
-def model_id(run_dir: Path) -> str:
-    """First 12 hex digits of the weights' SHA-256: names exactly which model answered."""
-    return hashlib.sha256((run_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -90,7 +84,7 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
 
 
 def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtime: str = "torch",
-               detector: Detector | None = None, threads: int | None = None) -> FastAPI:
+               detector=None, threads: int | None = None) -> FastAPI:
     """The ASGI app serving ``run_dir`` (or an already loaded ``detector``, for tests and embedding).
 
     ``threads``: torch's intra-op threads for scoring (default ``default_threads(limits.max_batch)``)."""
@@ -105,7 +99,7 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
         try:
             state["model_id"] = model_id(run_dir)
             if state["detector"] is None:
-                state["detector"] = Detector.load(run_dir, device=device, runtime=runtime)
+                state["detector"] = open_run(run_dir, device=device, runtime=runtime).detector
         except Exception as exc:  # noqa: BLE001 - reported by /health instead of killing the server
             state["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -121,10 +115,11 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
         await batcher.stop()
 
     app = FastAPI(title="metricad", version=metricad.__version__, lifespan=lifespan,
-                  description="Image anomaly scoring: distance of an image's embedding to the nearest normal "
-                              "anchors. Higher score = more anomalous; label 'anomaly' when score > threshold.")
+                  description="Image anomaly scoring: each image's anomaly score (the mean of the run's experts, "
+                              "each z-scored on normal images). Higher score = more anomalous; label 'anomaly' "
+                              "when score > threshold.")
 
-    def ready_detector() -> Detector:
+    def ready_detector():
         if state["error"]:
             raise HTTPException(503, f"the model failed to load: {state['error']}")
         if state["detector"] is None or "model_id" not in state:
@@ -141,9 +136,9 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
         detector = ready_detector()
         channels, (height, width) = detector.input_spec
         return {"metricad_version": metricad.__version__, "run": str(run_dir), "model_id": state["model_id"],
-                "model": detector.model.metricad_config, "embedding_dim": detector.model.embedding_dim,
+                "models": [model.metricad_config for model in detector.models], "score": detector.score,
                 "input": {"channels": channels, "height": height, "width": width},
-                "anchors": int(detector.index_.ntotal), "k": detector.k, "threshold": detector.offset_,
+                "anchors": len(detector.anchor_indices_), "k": detector.k, "threshold": detector.offset_,
                 "runtime": detector.runtime, "limits": asdict(limits)}
 
     @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": {
@@ -169,12 +164,12 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
         except BadImage as exc:
             raise HTTPException(exc.status_code, str(exc)) from exc
         results = await asyncio.gather(*(state["batcher"].submit(image) for image in images))
-        threshold = detector.offset_
-        return {"model_id": state["model_id"], "threshold": threshold,
+        flagged = detector.predict_scores([r.score for r in results])
+        return {"model_id": state["model_id"], "threshold": detector.offset_,
                 "request_ms": 1000 * (time.perf_counter() - start),
-                "results": [{"name": name, "score": r.score, "label": "anomaly" if r.score > threshold else "normal",
+                "results": [{"name": name, "score": r.score, "label": "anomaly" if flag else "normal",
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
-                            for (name, _), r in zip(files, results)]}
+                            for (name, _), r, flag in zip(files, results, flagged)]}
 
     return app
 

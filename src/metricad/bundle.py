@@ -1,0 +1,96 @@
+"""The one-file model bundle, torch-free: an ONNX file holding a run's whole scoring graph (every model and expert,
+the anchors, the normalisation) and, as metadata, what is needed to feed it and to decide.
+
+``metricad export RUN --out part.onnx`` writes one (``metricad.runtime.export_run``); a light install
+(``pip install metricad``: numpy, Pillow, safetensors, ONNX Runtime) scores it with ``Bundle``::
+
+    bundle = Bundle("part.onnx")
+    scores = bundle.score_samples(images)        # uint8 (N, H, W) or (N, 3, H, W), or floats in [0, 1]
+    flags = bundle.predict_scores(scores)        # 1 = anomaly
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metricad.preprocessing import to_model_array
+from metricad.thresholds import is_anomalous, normalized_score
+
+FORMAT = "metricad-bundle-1"
+PREFIX = "metricad."
+REQUIRED = ("format", "version", "model_id", "score", "threshold", "threshold_set_on", "input", "preprocessing")
+
+
+def make_session(onnx_model: bytes | str, threads: int | None = None, use_cuda: bool = False,
+                 spinning: bool = True):
+    """An ONNX Runtime session with every graph optimisation; CUDA first when asked for and available. Spinning
+    worker threads answer the next batch sooner; turn it off when other work shares the cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    use_cuda = use_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
+    providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
+    return ort.InferenceSession(onnx_model, options, providers=providers)
+
+
+def bundle_metadata(facts: dict) -> dict[str, str]:
+    """``facts`` as ONNX metadata properties (string values; JSON for structures)."""
+    return {PREFIX + key: value if isinstance(value, str) else json.dumps(value) for key, value in facts.items()}
+
+
+class Bundle:
+    """A model bundle ready to score: the scorer interface of ``metricad.detector.Detector`` without torch."""
+
+    def __init__(self, path, threads: int | None = None, use_cuda: bool = False, batch_size: int = 512):
+        self.path, self.batch_size = Path(path), batch_size
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such model bundle")
+        try:
+            self.session = make_session(str(self.path), threads, use_cuda)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types for unreadable models
+            raise ValueError(f"{self.path}: not a readable ONNX model ({exc})") from exc
+        raw = self.session.get_modelmeta().custom_metadata_map
+        missing = [key for key in REQUIRED if PREFIX + key not in raw]
+        if missing:
+            raise ValueError(f"{self.path}: not a metricad model bundle (no {', '.join(PREFIX + k for k in missing)} "
+                             "metadata): export one with metricad export RUN --out FILE.onnx")
+        meta = {key[len(PREFIX):]: value for key, value in raw.items() if key.startswith(PREFIX)}
+        if meta["format"] != FORMAT:
+            raise ValueError(f"{self.path}: bundle format {meta['format']!r}, this metricad reads {FORMAT!r}")
+        self.metadata = {k: v if k in ("format", "version", "model_id", "score") else json.loads(v)
+                         for k, v in meta.items()}
+        spec = self.metadata["input"]
+        self.input_spec = (int(spec["channels"]), (int(spec["height"]), int(spec["width"])))
+        self.offset_ = float(self.metadata["threshold"])
+        self.score, self.model_id = self.metadata["score"], self.metadata["model_id"]
+
+    def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
+        x = to_model_array(images, *self.input_spec)
+        outputs = [self.session.run(["score", "parts"], {"images": x[i:i + self.batch_size]})
+                   for i in range(0, len(x), self.batch_size)]
+        if not outputs:
+            return np.empty(0, np.float32), np.empty((0, 0), np.float32)
+        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+
+    def score_samples(self, images) -> np.ndarray:
+        return self.score_parts(images)[0]
+
+    def predict_scores(self, scores) -> np.ndarray:
+        return is_anomalous(scores, self.offset_).astype(np.int64)
+
+    def predict(self, images) -> np.ndarray:
+        return self.predict_scores(self.score_samples(images))
+
+    def normalized_score(self, scores) -> np.ndarray:
+        return normalized_score(scores, self.offset_)
+
+    def describe(self) -> dict:
+        """What ``/info`` and a log line say about the bundle."""
+        return {"bundle": str(self.path), **self.metadata}

@@ -1,0 +1,5 @@
+import sys
+
+from metricad.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""What each command does: build the options into calls of the modules that do the work (imported on use)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from metricad.data.fashion_mnist import CLASS_NAMES
+from metricad.recipe import LOSSES_WITH_CENTRES, PRESETS
+
+
+def training_config(args):
+    """The recipe the training options describe: the preset with the options given."""
+    overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
+                 "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble}
+    config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    # A loss without class centres (--loss semi-hard) has no margin to add: it scores by k-NN unless told otherwise.
+    score = args.score or (config.score if config.loss in LOSSES_WITH_CENTRES else "knn")
+    config = replace(config, score=score)
+    return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
+
+
+def cmd_train(args) -> None:
+    from metricad import pipeline
+
+    if args.resume:
+        print(pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir))
+        return
+    if not args.out:
+        raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
+    config = training_config(args)
+    print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
+          f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
+    if args.normal_dir:
+        threshold = {"mode": args.threshold_mode, "contamination": args.contamination, "target_fpr": args.target_fpr}
+        print(pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
+                                        args.image_size, args.channels, args.holdout, args.skip_bad_files,
+                                        threshold, args.device, args.overwrite))
+    else:
+        print(pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
+                                 args.device, overwrite=args.overwrite))
+
+
+def cmd_evaluate(args) -> None:
+    from metricad.evaluation import evaluate_run
+
+    _, _, metrics, _ = evaluate_run(args.run, args.data_dir, args.device, args.runtime, args.test_dir,
+                                    args.skip_bad_files, score=args.score, k=args.k, n_anchors=args.anchors,
+                                    anchor_sampling=args.anchor_sampling, random_state=args.anchor_seed)
+    at = metrics["at_threshold"]
+    print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
+          f"{metrics['n_anchors']} anchors, k={metrics['k']}, score {metrics['score']})")
+    print(f"at the threshold {metrics['threshold']:.4f}: precision {at['precision']:.3f}  recall {at['recall']:.3f}  "
+          f"F1 {at['f1']:.3f}  false-positive rate {at['false_positive_rate']:.3f}")
+
+
+def cmd_score(args) -> None:
+    from metricad.data import load_images
+    from metricad.run import open_run
+
+    detector = open_run(args.run, device=args.device, runtime=args.runtime).detector
+    channels, size = detector.input_spec
+    names, images = load_images(args.files, size, channels)
+    scores = detector.score_samples(images)
+    labels = detector.predict_scores(scores)
+    normalized = detector.normalized_score(scores)
+    print("path,score,label" + (",normalized_score" if args.normalized else ""))
+    for i, name in enumerate(names):
+        print(f"{name},{scores[i]:.6f},{'anomaly' if labels[i] else 'normal'}"
+              + (f",{normalized[i]:.6f}" if args.normalized else ""))
+
+
+def cmd_benchmark(args) -> None:
+    from metricad.evaluation import benchmark_run
+
+    print(benchmark_run(args.run, args.anchors, args.batch_sizes, args.data_dir, args.device, args.runtime))
+
+
+def cmd_export(args) -> None:
+    from metricad.runtime import export_run
+
+    out = Path(args.out) if args.out else Path(args.run) / "model.onnx"
+    print(export_run(args.run, out))
+
+
+def cmd_export_dataset(args) -> None:
+    from metricad.data import load_fashion_mnist
+    from metricad.data.folders import export_split_to_folders
+
+    train, test = load_fashion_mnist(args.data_dir)
+    out = export_split_to_folders(args.out, train, test, args.normal, args.anomaly, CLASS_NAMES)
+    print(f"{out}: normal/, reference/<class>/, test/good/, test/<anomaly class>/ (PNG)")
+    print(f"train on it: metricad train --out RUN --normal-dir {out}/normal --reference-dir {out}/reference "
+          f"--holdout 0   then: metricad evaluate RUN --test-dir {out}/test")
+
+
+def cmd_explain(args) -> None:
+    from metricad.explain import explain_files
+
+    print("\n".join(explain_files(args.run, args.files, args.out, args.method, args.device)))
+
+
+def cmd_report(args) -> None:
+    from metricad.report import report_run
+
+    out, metrics = report_run(args.run, args.test_dir, args.out, args.data_dir, args.device, args.skip_bad_files)
+    print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")
+
+
+def cmd_compare(args) -> None:
+    from metricad.compare import run_comparison
+
+    overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
+    run_comparison(args.out, args.pairs or [(args.normal, args.anomaly)], args.methods, args.seeds,
+                   PRESETS["default"].with_options(overrides), args.validation, args.limit, args.reuse or [],
+                   args.data_dir, args.device)
+
+
+def cmd_reproduce(args) -> None:
+    from metricad.reproduce import reproduce
+
+    print("\n".join(reproduce(args.out, training_config(args), args.normal, args.anomaly, args.limit,
+                              args.data_dir, args.device, args.overwrite)))
+
+
+def cmd_serve(args) -> None:
+    from metricad.serve import ServiceLimits
+    from metricad.serve.app import serve
+
+    limits = ServiceLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                           max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_files=args.max_files,
+                           max_pixels=args.max_pixels)
+    print(f"serving {args.run} on http://{args.host}:{args.port} (POST /score, GET /health, GET /info, /docs); "
+          f"batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms", file=sys.stderr)
+    serve(args.run, args.host, args.port, limits, args.device, args.runtime, args.threads)
+
+

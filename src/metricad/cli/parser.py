@@ -1,0 +1,256 @@
+"""The command line's options: argument types, the shared option groups and one sub-parser per command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from metricad.cli import commands
+from metricad.recipe import LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
+from metricad.scoring.names import EXPERTS, parse_score
+from metricad.thresholds import THRESHOLD_MODES
+
+ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def _positive_list(text: str) -> list[int]:
+    values = _int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _choice_list(choices, what: str):
+    """An argparse type: comma-separated names, each one of ``choices``."""
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not values or any(v not in choices for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(choices)}, got {text!r}")
+        return values
+    return parse
+
+
+def _negatives(text: str) -> list[str]:
+    return [] if text.strip() == "none" else _choice_list(NEGATIVES, "negative transforms (or none)")(text)
+
+
+def _score(text: str) -> str:
+    try:
+        parse_score(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 4:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH (pixels, at least 4), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _pair_list(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected NORMAL:ANOMALY pairs such as 7:9,0:6, got {text!r}")
+    return pairs
+
+
+def setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for a training option; VALUE is read as JSON (numbers, lists), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=5), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="starting configuration; the options below override it (seed = the original recipe)")
+    p.add_argument("--normal", type=int, default=7, help="normal class (default 7, sneaker)")
+    p.add_argument("--anomaly", type=int, default=9, help="anomaly class, never trained on (default 9, ankle boot)")
+    p.add_argument("--model", help="embedding model: compact-cnn (default) or seed-mobilenetv2")
+    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--labels", choices=LABELS,
+                   help="fine: each reference class keeps its label; binary: normal vs everything else")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=SCHEDULES,
+                   help="onecycle: warm-up, then cosine to ~0 (default); step: x0.1 at fixed epochs (the original)")
+    p.add_argument("--negatives", type=_negatives, metavar="T1,T2|none",
+                   help=f"transforms of the normal images trained as classes of their own ({', '.join(NEGATIVES)}); "
+                        "none for objects without a fixed orientation")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length")
+    p.add_argument("--score", type=_score, metavar="EXPERT[+EXPERT...]",
+                   help=f"experts averaged into the score ({', '.join(EXPERTS)}; default: the preset's, or knn for "
+                        "a loss without class centres)")
+    p.add_argument("--ensemble", type=int, metavar="M", help="train M models (seeds) and average their scores")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
+    p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def _add_folder_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own images (instead of Fashion-MNIST)")
+    g.add_argument("--normal-dir", help="folder of normal (good) images, searched recursively")
+    g.add_argument("--reference-dir", help="folder of reference images; each sub-folder is one class")
+    g.add_argument("--val-dir", help="labelled validation images: good/ + anomalous sub-folders (threshold)")
+    g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
+                   "images' usual size, longer side at most 64)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
+    g.add_argument("--holdout", type=float, help="fraction of normal images kept out to set the threshold on "
+                   "(default 0.1, or 0 with --val-dir)")
+    g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
+                   help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
+                        "on --val-dir; f1: best F1 on --val-dir")
+    g.add_argument("--contamination", type=float, default=0.01, help="expected anomaly rate (contamination mode)")
+    g.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate to aim for (fpr mode)")
+    g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable images out (listed) "
+                   "instead of stopping with an error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metricad", description="Image anomaly detection by deep metric learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an embedding and fit its anchors into a run directory")
+    p.add_argument("--out", help="run directory to create")
+    _add_folder_args(p)
+    p.add_argument("--resume", metavar="RUN", help="continue the interrupted training of RUN from its last "
+                   "checkpoint (the options it was started with are kept; --device and --data-dir may change)")
+    _add_training_args(p)
+    p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("evaluate", help="ROC AUC and metrics at the threshold on the run's test split or --test-dir; "
+                       "writes RUN/metrics.json")
+    p.add_argument("run")
+    p.add_argument("--anchors", type=int, help="use N of the stored anchors (the first N unless --anchor-sampling)")
+    p.add_argument("--anchor-sampling", choices=("first", "random"), help="which N anchors: first (default) or random")
+    p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
+    p.add_argument("--k", type=int, help="the k-NN experts average the distances to the k nearest anchors")
+    p.add_argument("--score", type=_score, help="score the run's models another way (no training; the threshold "
+                   "is recomputed); a margin expert needs a run trained with class centres")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--test-dir", help="evaluate on your images: good/ + anomalous sub-folders")
+    p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
+    p.set_defaults(func=commands.cmd_evaluate)
+
+    p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score,label")
+    p.add_argument("run")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--normalized", action="store_true",
+                   help="add a column 1 / (1 + exp(threshold - score)): 0.5 at the threshold, in (0, 1)")
+    p.add_argument("--device")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.set_defaults(func=commands.cmd_score)
+
+    p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
+    p.add_argument("run")
+    p.add_argument("--anchors", type=_positive_list, default=ORIGINAL_ANCHOR_COUNTS)
+    p.add_argument("--batch-sizes", type=_positive_list, default=[1, 20])
+    p.add_argument("--runtime", type=_choice_list(RUNTIMES, "runtimes"), default=["torch"],
+                   help="comma-separated: torch,onnx")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=commands.cmd_benchmark)
+
+    p = sub.add_parser("export", help="export the run's whole scoring graph as one ONNX file")
+    p.add_argument("run")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", help="output file (default RUN/model.onnx)")
+    p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("explain", help="heat-maps of where images differ from normal, beside their nearest anchor")
+    p.add_argument("run")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--out", required=True, help="directory for one figure per image and explanations.csv")
+    p.add_argument("--method", choices=("feature-diff", "gradcam"), default="feature-diff")
+    p.add_argument("--device")
+    p.set_defaults(func=commands.cmd_explain)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: ROC, histograms, confusion matrix, examples")
+    p.add_argument("run")
+    p.add_argument("--test-dir", help="your test images: good/ + anomalous sub-folders (default: the run's split)")
+    p.add_argument("--out", help="HTML file (default RUN/report.html)")
+    p.add_argument("--skip-bad-files", action="store_true")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=commands.cmd_report)
+
+    p = sub.add_parser("export-dataset", help="write a Fashion-MNIST split as PNG folders (normal/, reference/, test/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--normal", type=int, default=7)
+    p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--data-dir")
+    p.set_defaults(func=commands.cmd_export_dataset)
+
+    p = sub.add_parser("compare", help="every method (baselines included) on one split: AUC over seeds, speed")
+    p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
+    p.add_argument("--normal", type=int, default=7)
+    p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
+                   "(instead of --normal/--anomaly)")
+    p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
+    p.add_argument("--validation", type=_int_list, metavar="CLASS[,CLASS...]", help="compare on a validation "
+                   "split instead: 10 %% of the normal training images against reference class CLASS, both left "
+                   "out of training (to choose settings without the test images or the anomalous class); with "
+                   "several classes, one run per class and one table over all of them")
+    p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
+    p.add_argument("--set", type=setting, action="append", metavar="KEY=VALUE",
+                   help="change a training option of every trained method, e.g. --set lr_schedule=step "
+                   "--set lr_milestones=[4] (repeatable; the options are TrainConfig's fields)")
+    p.add_argument("--limit", type=int, help="at most this many training images per class")
+    p.add_argument("--reuse", action="append", metavar="DIR", help="take the rows an earlier compare in DIR "
+                   "measured with the same split and training configuration instead of refitting (repeatable)")
+    p.add_argument("--data-dir")
+    p.add_argument("--device")
+    p.set_defaults(func=commands.cmd_compare)
+
+    p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info)")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32, help="score up to this many queued images at once")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait at most this long for a batch to fill")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="reject larger request bodies (413)")
+    p.add_argument("--max-files", type=int, default=64, help="reject requests with more image files (413)")
+    p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
+    p.add_argument("--threads", type=int, help="scoring threads (default: all cores with batching; all but one, "
+                   "which HTTP handling needs, with --max-batch 1)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--device")
+    p.set_defaults(func=commands.cmd_serve)
+
+    p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
+    p.add_argument("--out", required=True)
+    _add_training_args(p)
+    p.set_defaults(func=commands.cmd_reproduce)
+    return parser
+
+

@@ -1,0 +1,157 @@
+"""Training a run: load the split -> train the embedding model(s) -> fit the detector -> threshold -> write the run.
+
+Everything is written into ``.OUT.partial`` first, with a checkpoint after every epoch of every ensemble member,
+and becomes ``OUT`` by one rename when complete (``metricad.run``). ``resume_run`` continues after a crash or a
+kill from the last complete epoch; a finished member is not trained again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import metricad
+from metricad import run as run_dir
+from metricad.data import load_split
+from metricad.data.folders import folder_split, infer_input_spec, list_images
+from metricad.data.negatives import check_fits, misfits
+from metricad.files import write_json
+from metricad.recipe import PRESETS, TrainConfig
+
+
+def checkpoint_file(member: int) -> str:
+    return f"checkpoint-{member}.safetensors"
+
+
+def log_file(member: int, members: int) -> str:
+    return run_dir.LOG if members == 1 else f"train-{member}.log"
+
+
+def train_run(out, config: TrainConfig, normal: int = 7, anomaly: int = 9, limit: int | None = None, data_dir=None,
+              device=None, detector_params: dict | None = None, overwrite: bool = False,
+              progress: bool = True) -> Path:
+    """Train on the Fashion-MNIST split ``normal`` vs ``anomaly`` (never trained on) and write the run ``out``."""
+    out = run_dir.check_new(out, overwrite)
+    config.validate()
+    job = {"metricad_version": metricad.__version__,
+           "data": {"dataset": "fashion-mnist", "normal": normal, "anomaly": anomaly, "limit": limit,
+                    "split_seed": config.seed, "holdout": config.holdout},
+           "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite}
+    split = load_split(job["data"], data_dir)  # fails early (no data, bad classes) before anything is written
+    return _run_job(run_dir.start_partial(out, job), out, job, split, device, progress)
+
+
+def _negatives_for_input(config: TrainConfig, image_size: tuple[int, int]) -> TrainConfig:
+    """Quarter turns of a non-square input change its shape: the default's are left out (with a note); asked for
+    by name, they are an error before anything is written."""
+    turns = misfits(config.negatives, *image_size)
+    if not turns:
+        return config
+    if config.negatives != PRESETS["default"].negatives:
+        try:
+            check_fits(config.negatives, *image_size)
+        except ValueError as error:
+            raise ValueError(f"--negatives {error}: pass --image-size N or other --negatives") from None
+    kept = [name for name in config.negatives if name not in turns]
+    print(f"the model input {image_size[0]}x{image_size[1]} is not square: shifted negatives {kept} only "
+          "(--negatives to choose)", file=sys.stderr)
+    return replace(config, negatives=kept)
+
+
+def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_dir=None,
+                     image_size: tuple[int, int] | None = None, channels: int | None = None,
+                     holdout: float | None = None, skip_bad_files: bool = False, threshold: dict | None = None,
+                     device=None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train on image folders (see ``data.folders``) and write the run directory ``out``.
+
+    ``image_size`` / ``channels`` default to what the normal images are (``infer_input_spec``). ``holdout``
+    (default 0.1 without ``val_dir``, else 0) keeps that fraction of the normal images out of training and
+    anchors. ``threshold``: ``{"mode": ..., "contamination"/"target_fpr": ...}``.
+    """
+    out = run_dir.check_new(out, overwrite)
+    config.validate()
+    threshold = dict(threshold or {"mode": "contamination"})
+    if threshold["mode"] in ("f1", "fpr") and not val_dir:
+        raise ValueError(f"threshold mode {threshold['mode']!r} needs labelled images: pass --val-dir")
+    holdout = (0.0 if val_dir else 0.1) if holdout is None else holdout
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
+    if image_size is None or channels is None:
+        found_channels, found_size = infer_input_spec(list_images(normal_dir))
+        channels, image_size = channels or found_channels, image_size or found_size
+    if channels not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3, got {channels}")
+    data = {"dataset": "folders", "normal_dir": os.fspath(Path(normal_dir).resolve()),
+            "reference_dir": os.fspath(Path(reference_dir).resolve()) if reference_dir else None,
+            "val_dir": os.fspath(Path(val_dir).resolve()) if val_dir else None,
+            "image_size": list(image_size), "channels": channels, "holdout": holdout, "split_seed": config.seed,
+            "skip_bad_files": skip_bad_files}
+    config = TrainConfig.from_dict({**config.to_dict(), "holdout": holdout, "model_kwargs": {
+        **config.model_kwargs, "input_size": list(image_size), "in_channels": channels}})
+    config = _negatives_for_input(config, tuple(image_size))
+    split, skipped = folder_split(data)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s), listed in {out}/skipped_files.json:", file=sys.stderr)
+        for path, reason in skipped[:10]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    job = {"metricad_version": metricad.__version__, "data": data, "training": config.to_dict(),
+           "detector": {}, "threshold": threshold, "overwrite": overwrite, "skipped_files": skipped}
+    return _run_job(run_dir.start_partial(out, job), out, job, split, device, progress)
+
+
+def resume_run(out, device=None, progress: bool = True, data_dir=None) -> Path:
+    """Continue the interrupted training of ``out`` from its last complete checkpoint, then finish the run."""
+    out = Path(out)
+    job = run_dir.read_job(out)
+    return _run_job(run_dir.partial_dir(out), out, job, load_split(job["data"], data_dir), device, progress)
+
+
+def train_members(config: TrainConfig, split, work: Path | None = None, device=None, progress: bool = True):
+    """Train the recipe's ensemble members in turn (one model unless ``config.ensemble`` > 1); with ``work``,
+    each checkpoints there and a finished one is loaded instead of trained again. Returns (models, seconds)."""
+    from metricad.training import train_embedding
+
+    models, seconds = [], 0.0
+    normal_label = split.normal_label(config.labels)
+    for i, seed in enumerate(config.member_seeds()):
+        if progress and config.ensemble > 1:
+            print(f"ensemble member {i + 1}/{config.ensemble} (seed {seed})", file=sys.stderr)
+        model, history = train_embedding(
+            replace(config, seed=seed), split.train_images, split.training_labels(config.labels), device=device,
+            progress=progress, normal_label=normal_label,
+            log_path=None if work is None else work / log_file(i, config.ensemble),
+            checkpoint_path=None if work is None else work / checkpoint_file(i))
+        models.append(model)
+        seconds += sum(record["seconds"] for record in history)
+    return models, seconds
+
+
+def fit_detector(models, split, score: str, threshold: dict | None = None, device=None, **params):
+    """The detector of trained ``models`` on ``split``: anchors, experts normalised on the held-out normal images
+    (if any), and the threshold (``threshold``: a mode needing the labelled validation images sets it there)."""
+    from metricad.detector import Detector
+
+    detector = Detector(models, score=score, device=device, **params).fit(split.anchor_images, split.holdout_images)
+    threshold = dict(threshold or {"mode": "contamination"})
+    if split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):
+        detector.calibrate(split.val_images, split.val_is_anomaly, **threshold)
+    return detector
+
+
+def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) -> Path:
+    config = TrainConfig.from_dict(job["training"])
+    try:
+        models, seconds = train_members(config, split, work, device, progress)
+    except BaseException:
+        if not any(work.glob("checkpoint-*.safetensors")):  # nothing worth resuming: leave nothing behind
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    detector = fit_detector(models, split, config.score, job.get("threshold"), device, **job["detector"])
+    if job.get("skipped_files"):
+        write_json(work / "skipped_files.json", job["skipped_files"])
+    run_dir.write_run(work, detector, {"data": job["data"], "training": job["training"],
+                                       "training_seconds": seconds})
+    return run_dir.finish_partial(work, out, [checkpoint_file(i) for i in range(config.ensemble)])

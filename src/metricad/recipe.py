@@ -1,0 +1,113 @@
+"""What to train and how to score it: ``TrainConfig``, the named presets, and the names each option accepts.
+
+Torch-free on purpose: the command line and the light (bundle-only) install read presets and names without the
+training stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface", "doc", "binary")
+LOSSES_WITH_CENTRES = ("arcface", "cosface")  # losses that learn class centres: the class-margin expert needs them
+LABELS = ("binary", "fine")
+SCHEDULES = ("step", "onecycle")
+OPTIMIZERS = ("sgd", "adam")
+NEGATIVES = ("rot90", "rot180", "rot270", "vflip", "hflip")  # shifted negatives (metricad.data.negatives)
+RUNTIMES = ("torch", "onnx")  # how a detector runs its scoring graph (metricad.detector)
+# What `metricad compare` runs: raw-pixel baselines, trained baselines, the original recipe and metricad.
+METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
+INDEXES = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")  # its k-NN index (metricad.index)
+
+
+@dataclass
+class TrainConfig:
+    """One recipe: the model, its training and the score of the detector built on it."""
+
+    model: str = "compact-cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    loss: str = "cosface"
+    labels: str = "binary"
+    margin: float = 0.2
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    # "step": lr *= lr_gamma at each of lr_milestones (epochs), as the original did. "onecycle": warm up to lr
+    # over the first tenth of the steps, then cosine-anneal to almost zero (torch's OneCycleLR, per batch).
+    lr_schedule: str = "step"
+    lr_milestones: list = field(default_factory=lambda: [4])
+    lr_gamma: float = 0.1
+    shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
+    # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
+    negatives: list = field(default_factory=list)
+    # The detector's score: expert names joined by "+" (metricad.scoring.names), e.g. "knn+excess-margin".
+    score: str = "knn"
+    # Fraction of the normal training images kept out of training and anchors: the experts are normalised and
+    # the threshold is set on them. 0: both come from the anchors themselves (leave-one-out).
+    holdout: float = 0.0
+    # Models trained (seeds seed*ensemble .. seed*ensemble + ensemble-1); the score averages theirs.
+    ensemble: int = 1
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def with_options(self, options: dict) -> "TrainConfig":
+        """This configuration with ``options`` changed. ``model_kwargs`` is merged key by key, so that setting
+        one model option (the widths) keeps the others (the default's unit-length embeddings)."""
+        kwargs = options.get("model_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"model_kwargs must be a JSON object, got {kwargs!r}")
+        return TrainConfig.from_dict(self.to_dict() | options | {"model_kwargs": {**self.model_kwargs, **kwargs}})
+
+    def member_seeds(self) -> list[int]:
+        """The training seed of each ensemble member: disjoint between two recipes that differ in ``seed``."""
+        return [self.seed * self.ensemble + i for i in range(self.ensemble)]
+
+    def validate(self) -> "TrainConfig":
+        """Refuse what cannot train, naming the option (before anything is loaded or written)."""
+        from metricad.scoring.names import MARGIN_EXPERTS, parse_score
+
+        checks = [(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+                  (self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}"),
+                  (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
+                                                  f"{self.lr_schedule!r}"),
+                  (self.optimizer in OPTIMIZERS, f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
+                  (self.epochs >= 1 and self.batch_size >= 2,
+                   f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}"),
+                  (0.0 <= self.holdout < 1.0, f"holdout must be in [0, 1), got {self.holdout}"),
+                  (isinstance(self.ensemble, int) and self.ensemble >= 1,
+                   f"ensemble must be a positive number of models, got {self.ensemble!r}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        needs_centres = set(parse_score(self.score)) & set(MARGIN_EXPERTS)
+        if needs_centres and self.loss not in LOSSES_WITH_CENTRES:
+            raise ValueError(f"score {self.score!r} needs a loss with class centres "
+                             f"({', '.join(LOSSES_WITH_CENTRES)}), got {self.loss!r}: pass --score knn")
+        return self
+
+
+PRESETS = {
+    # metricad's CPU default: 10 epochs of a one-cycle schedule, the normal images' three quarter turns as extra
+    # classes, unit-length embeddings (CosFace trains only their direction, so k-NN compares directions), scored
+    # by the k-NN distance plus the CosFace class margin where it exceeds the anchors' (about 5 minutes on two
+    # cores). How each choice was made: docs/decisions.md.
+    "default": TrainConfig(epochs=10, lr_schedule="onecycle", negatives=["rot90", "rot180", "rot270"],
+                           model_kwargs={"normalize": True}, score="knn+excess-margin"),
+    # The original post: MobileNetV2 from scratch, binary labels, all-pairs triplet loss with margin 0.2,
+    # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
+    "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
+                        optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1, shift=0),
+}

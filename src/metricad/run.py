@@ -1,0 +1,225 @@
+"""The run directory: the one module that knows its files. ``open_run(path)`` gives every consumer (the command
+line, the service, the report, compare, benchmarks) the same view of a run; ``write_run`` and ``finish_partial``
+are the only writers of a run's model files.
+
+Layout::
+
+    RUN/config.json           what was trained and how it scores: format, data split, recipe, the models' recipes,
+                              the detector's parameters, threshold and (with --score auto) its selection
+    RUN/weights.safetensors   the trained models' weights (member i under "member{i}.")
+    RUN/detector.safetensors  the fitted detector: every expert's anchors, projections and statistics, the
+                              normalisation, the normal (anchor) images and the held-out normal images
+    RUN/train.log             one JSON line per epoch (per ensemble member)
+    RUN/metrics.json, benchmark.json, benchmark.md, figure.png, report.html, skipped_files.json   (later steps)
+
+While training, a run lives in the hidden sibling ``.RUN.partial`` (with ``job.json`` and checkpoints) and
+becomes ``RUN`` by one rename when complete. Loading reads JSON and safetensors only: nothing is unpickled, and a
+missing or mismatched file is an error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+import metricad
+from metricad.files import atomic_write, write_json, write_text
+
+FORMAT = 2
+CONFIG, WEIGHTS, DETECTOR, METRICS, LOG = ("config.json", "weights.safetensors", "detector.safetensors",
+                                           "metrics.json", "train.log")
+JOB, PARTIAL_SUFFIX = "job.json", ".partial"
+# Detector parameters a run records and reopens with (runtime, batch size and device are the caller's choice).
+FIT_PARAMS = ("score", "k", "n_anchors", "anchor_sampling", "contamination", "random_state", "fmap_dim", "index")
+
+
+def partial_dir(out: Path) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}{PARTIAL_SUFFIX}"
+
+
+def _load_tensors(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the run directory")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def read_config(directory: Path) -> dict:
+    directory = Path(directory)
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such run directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (is {directory} a metricad run directory?)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path}: run format {config.get('format', 1)!r}, this metricad reads format {FORMAT}: the "
+                         f"run was written by another version of metricad; train it again")
+    for key in ("models", "detector"):
+        if key not in config:
+            raise ValueError(f"{path}: missing the {key!r} section")
+    return config
+
+
+def _build_models(config: dict, directory: Path) -> list:
+    from metricad.models import create_model
+
+    state = _load_tensors(directory / WEIGHTS)
+    models = []
+    for i, recipe in enumerate(config["models"]):
+        model = create_model(recipe["name"], **recipe.get("kwargs", {}))
+        prefix = f"member{i}."
+        try:
+            model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{directory / WEIGHTS}: weights of member {i} do not match model "
+                             f"{recipe['name']!r}: {exc}") from exc
+        models.append(model.eval())
+    return models
+
+
+def model_id(directory: Path) -> str:
+    """First 12 hex digits of the SHA-256 of the weights and the fitted detector: names exactly what scores."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, DETECTOR):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class Run:
+    """An opened run: its directory, configuration and detector (fitted, ready to score)."""
+
+    path: Path
+    config: dict
+    detector: object
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.path)
+
+    def split(self, data_dir=None):
+        """The data split the run was trained on (Fashion-MNIST classes, or image folders)."""
+        from metricad.data import load_split
+
+        if "data" not in self.config:
+            raise ValueError(f"{self.path / CONFIG} has no 'data' section: it was not trained by metricad train")
+        return load_split(self.config["data"], data_dir)
+
+    def update_metrics(self, values: dict) -> dict:
+        """Merge ``values`` into ``metrics.json`` (written atomically)."""
+        path = self.path / METRICS
+        current = json.loads(path.read_text()) if path.is_file() else {}
+        current.update(values)
+        write_json(path, current)
+        return current
+
+    def write_json(self, name: str, value) -> Path:
+        return write_json(self.path / name, value)
+
+    def write_text(self, name: str, text: str) -> Path:
+        return write_text(self.path / name, text)
+
+
+def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
+    """Open the run at ``path`` with its detector ready to score.
+
+    ``overrides`` (any of ``FIT_PARAMS``: ``score``, ``k``, ``n_anchors``, ...) score the run's models another way:
+    the detector is then fitted anew on the run's normal images (no training), its threshold recomputed.
+    """
+    from metricad.detector import Detector
+
+    path = Path(path)
+    config = read_config(path)
+    unknown = set(overrides) - set(FIT_PARAMS)
+    if unknown:
+        raise ValueError(f"cannot open a run with {', '.join(sorted(unknown))}: only {', '.join(FIT_PARAMS)}")
+    saved = {k: v for k, v in config["detector"].items() if k in FIT_PARAMS}
+    changed = {k: v for k, v in overrides.items() if v is not None and v != saved.get(k)}
+    params = saved | changed | {"model": _build_models(config, path), "runtime": runtime, "device": device}
+    tensors = _load_tensors(path / DETECTOR)
+    if changed:
+        for key in ("normal_images", "anchor_indices"):
+            if key not in tensors:
+                raise ValueError(f"{path / DETECTOR}: missing tensor {key!r}")
+        detector = Detector(**params).fit(tensors["normal_images"].numpy(),
+                                          tensors["holdout_images"].numpy() if "holdout_images" in tensors else None)
+    else:
+        try:
+            detector = Detector.from_fitted_state(params, config["detector"], tensors)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path / DETECTOR}: does not match {path / CONFIG} ({exc})") from exc
+    return Run(path, config, detector)
+
+
+def write_run(directory: Path, detector, facts: dict) -> Path:
+    """Write a fitted detector and its models into ``directory`` (each file atomically); ``facts`` (data split,
+    recipe, timings, selection) go into ``config.json`` beside what the detector itself records."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    detector_facts, tensors = detector.fitted_state()
+    weights = {f"member{i}.{k}": v.detach().cpu().contiguous()
+               for i, model in enumerate(detector.models) for k, v in model.state_dict().items()}
+    params = detector.get_params()
+    config = {"format": FORMAT, "metricad_version": metricad.__version__, **facts,
+              "models": [model.metricad_config for model in detector.models],
+              "detector": {k: params[k] for k in FIT_PARAMS} | detector_facts}
+    atomic_write(directory / WEIGHTS, lambda p: save_file(weights, p))
+    atomic_write(directory / DETECTOR, lambda p: save_file(tensors, p))
+    write_json(directory / CONFIG, config)
+    return directory
+
+
+def start_partial(out: Path, job: dict) -> Path:
+    """A fresh ``.OUT.partial`` directory holding ``job.json`` (what to train), for ``finish_partial``."""
+    work = partial_dir(out)
+    if work.exists():
+        shutil.rmtree(work)  # a stale partial run: this is a fresh start
+    work.mkdir(parents=True)
+    write_json(work / JOB, job)
+    return work
+
+
+def read_job(out: Path) -> dict:
+    work = partial_dir(out)
+    if not (work / JOB).is_file():
+        state = "is already complete" if (Path(out) / CONFIG).is_file() else "was never started"
+        raise FileNotFoundError(f"nothing to resume: {work / JOB} does not exist ({out} {state})")
+    job = json.loads((work / JOB).read_text())
+    if Path(out).exists() and not job.get("overwrite"):
+        raise FileExistsError(f"{out} already exists: the interrupted run was not allowed to replace it")
+    return job
+
+
+def finish_partial(work: Path, out: Path, leftovers=()) -> Path:
+    """Drop the partial run's job and ``leftovers`` (checkpoints), then rename it onto ``out`` in one step."""
+    for name in [JOB, *leftovers]:
+        (work / name).unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return out
+
+
+def check_new(out: Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: choose another --out or pass --overwrite")
+    return out
+
+
+__all__ = ["CONFIG", "DETECTOR", "FIT_PARAMS", "FORMAT", "LOG", "METRICS", "Run", "WEIGHTS", "check_new",
+           "finish_partial", "model_id", "open_run", "partial_dir", "read_config", "read_job", "start_partial",
+           "write_run"]
