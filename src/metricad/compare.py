@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from metricad import selection
 from metricad.baselines import BASELINES
 from metricad.data import CLASS_NAMES, AnomalySplit, load_split, validation_split
 from metricad.files import write_json, write_text
@@ -108,11 +110,13 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
     elif method == "metricad":
         config = replace(method_config(method, base), seed=seed)
         models, _ = train_members(config, split, device=device, progress=False)
-        detector = fit_detector(models, split, config.score, device=device)
-        scorers = {method: detector}
+        # Every expert fitted once; the default's score and each expert alone share them (no image embedded twice).
+        union = fit_detector(models, split, selection.union_for(models), device=device)
+        scorers = {method: union.with_score(config.score)}
         names = parse_score(config.score)
         if len(names) > 1:  # each expert alone, from the same models and anchors
-            scorers |= {f"{method}[{expert_key(n)}]": detector.with_score(expert_key(n)) for n in names}
+            scorers |= {f"{method}[{expert_key(n)}]": union.with_score(expert_key(n)) for n in names}
+        return {"scorers": scorers, "union": union, "train_seconds": time.perf_counter() - start}
     elif method in _TRAINED:
         config = replace(method_config(method, base), seed=seed)
         normal_label = split.normal_label(config.labels)
@@ -129,10 +133,11 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
 
 
 def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None, device=None,
-            progress=None, reuse: dict | None = None) -> list[dict]:
+            progress=None, reuse: dict | None = None, val_anomalies=(), draws: int = 3) -> list[dict]:
     """One row per (method, seed): AUC, training seconds, ms/image at batch 1 and 20. A deterministic baseline
     is fitted for the first seed only. ``reuse`` (from ``reusable_rows``) holds rows measured before with the
-    same configuration: those methods are not refitted."""
+    same configuration: those methods are not refitted. ``val_anomalies`` (K values): also the rows of the
+    few-anomaly protocol (``selection.few_anomaly_rows``), marked with their K."""
     rows = []
     timing_images = split.test_images[:TIMING_IMAGES]
     for seed in seeds:
@@ -148,15 +153,18 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
                 continue
             torch.manual_seed(seed)
             fitted = fit_method(method, split, seed, base, device)
+            fields = {"fit": method, "seed": seed, "normal": split.normal_class, "anomaly": split.anomaly_class,
+                      "train_seconds": fitted["train_seconds"]}
             for name, scorer in fitted["scorers"].items():
                 scores = scorer.score_samples(split.test_images)
-                rows.append({"method": name, "fit": method, "seed": seed, "normal": split.normal_class,
-                             "anomaly": split.anomaly_class, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
-                             "train_seconds": fitted["train_seconds"],
-                             "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
-                             "ms_per_image_batch20": _ms_per_image(scorer, timing_images, 20)})
+                rows.append(fields | {"method": name, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
+                                      "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
+                                      "ms_per_image_batch20": _ms_per_image(scorer, timing_images, 20)})
                 if progress:
                     progress(rows[-1])
+            if val_anomalies:
+                rows += selection.few_anomaly_rows(split, fitted["scorers"], fitted.get("union"), val_anomalies,
+                                                   draws, fields)
     return rows
 
 
@@ -165,11 +173,14 @@ def baseline_rows(split: AnomalySplit) -> list[dict]:
     return compare(split, [m for m in METHODS if m in BASELINES], [0])
 
 
-def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, limit) -> dict:
+def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, limit, few=([], 3)) -> dict:
     """The rows of an earlier ``compare.json`` (``previous``, read from ``source``) that this comparison would
-    measure again: same split kind (``"test"`` or the validation stand-ins) and ``limit``, and for trained
-    methods the same training configuration but the seed. Keyed ``(normal, anomaly, method, seed)``."""
-    for key, wanted in (("split", split_kind), ("limit", limit)):
+    measure again: same split kind (``"test"`` or the validation stand-ins), ``limit`` and few-anomaly protocol
+    (``few``: K values and draws), and for trained methods the same training configuration but the seed.
+    Keyed ``(normal, anomaly, method, seed)``."""
+    previous = {"val_anomalies": [], "draws": 3} | previous  # files written before the few-anomaly protocol
+    for key, wanted in (("split", split_kind), ("limit", limit), ("val_anomalies", list(few[0])),
+                        ("draws", few[1] if few[0] else previous["draws"])):
         if key not in previous:
             raise ValueError(f"{source} does not record its {key!r}: it was written by an older metricad and "
                              "cannot be reused")
@@ -187,6 +198,8 @@ def reusable_rows(previous: dict, source: str, base: TrainConfig, split_kind, li
 
 
 def summarize(rows: list[dict]) -> list[dict]:
+    """The zero-anomaly rows per method: AUC mean and spread over seeds, training and scoring times."""
+    rows = [r for r in rows if "K" not in r]
     summary = []
     for method in dict.fromkeys(r["method"] for r in rows):
         sub = [r for r in rows if r["method"] == method]
@@ -213,12 +226,44 @@ def summary_markdown(summary: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize_few(rows: list[dict]) -> list[dict]:
+    """The few-anomaly rows per (K, method): AUC and test F1 at the validation threshold, over seeds x draws."""
+    rows = [r for r in rows if "K" in r]
+    summary = []
+    for k, method in dict.fromkeys((r["K"], r["method"]) for r in rows):
+        sub = [r for r in rows if (r["K"], r["method"]) == (k, method)]
+        aucs, chosen = [r["auc"] for r in sub], [r["chosen"] for r in sub if "chosen" in r]
+        summary.append({"K": k, "method": method, "runs": len(sub), "auc_mean": statistics.mean(aucs),
+                        "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+                        "f1_mean": statistics.mean(r["f1"] for r in sub),
+                        **({"chosen": dict(sorted(Counter(chosen).items()))} if chosen else {})})
+    return summary
+
+
+def few_markdown(summary: list[dict], title: str) -> str:
+    lines = []
+    for k in dict.fromkeys(s["K"] for s in summary):
+        lines += [f"{title} - FEW LABELLED ANOMALIES CHOOSE: K = {k} training anomalies + the held-out normal "
+                  "images set each threshold (best F1) and choose metricad-auto's score", "",
+                  "| method | AUC mean ± std | test F1 at the validation threshold | runs (seeds x draws) | chosen |",
+                  "|---|---:|---:|---:|---|"]
+        for s in sorted((s for s in summary if s["K"] == k), key=lambda s: -s["auc_mean"]):
+            chosen = ", ".join(f"{name} x{n}" for name, n in s.get("chosen", {}).items())
+            lines.append(f"| {s['method']} | {s['auc_mean']:.4f} ± {s['auc_std']:.4f} | {s['f1_mean']:.3f} | "
+                         f"{s['runs']} | {chosen} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run_comparison(out, pairs, methods, seeds, base: TrainConfig, validation=None, limit=None, reuse_from=(),
-                   data_dir=None, device=None) -> list[str]:
+                   data_dir=None, device=None, val_anomalies=(), draws: int = 3) -> list[str]:
     """Compare ``methods`` on each (normal, anomaly) pair, writing ``compare.json`` and ``compare.md`` into
     ``out`` after every pair (a long comparison keeps what it has measured). With ``validation`` (reference
     classes), each pair is compared on validation splits against those stand-ins instead of its test images.
-    Returns one markdown section per pair."""
+    ``val_anomalies`` (K values, test splits only): the few-anomaly protocol's tables too, after the
+    zero-anomaly one. Returns one markdown section per pair."""
+    if validation and val_anomalies:
+        raise ValueError("--val-anomalies measures on the test images: it does not combine with --validation")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -232,7 +277,7 @@ def run_comparison(out, pairs, methods, seeds, base: TrainConfig, validation=Non
     reuse = {}
     for earlier in reuse_from:
         reuse |= reusable_rows(_read_compare_json(earlier), str(Path(earlier) / "compare.json"), base, split_kind,
-                               limit)
+                               limit, (val_anomalies, draws))
     results, sections = [], []
     for normal, anomaly in pairs:
         # A validation split holds its normal images out itself, from the whole training split.
@@ -243,18 +288,23 @@ def run_comparison(out, pairs, methods, seeds, base: TrainConfig, validation=Non
             anomaly = validation[0] if len(validation) == 1 else list(validation)
         else:
             splits = [split]
-        rows = [row for s in splits for row in compare(s, methods, seeds, base, device, show, reuse)]
+        rows = [row for s in splits
+                for row in compare(s, methods, seeds, base, device, show, reuse, val_anomalies, draws)]
         summary = summarize(rows)  # with several stand-ins, over all of them: "seeds" counts both
         versus = (f"{CLASS_NAMES[anomaly]} (anomaly, {anomaly})" if isinstance(anomaly, int) else
                   "stand-in anomalies " + ", ".join(f"{CLASS_NAMES[c]} ({c})" for c in anomaly))
         title = (f"{CLASS_NAMES[normal]} (normal, {normal}) vs {versus}, seeds {','.join(map(str, seeds))}"
                  + (" - VALIDATION: held-out training images only" if validation else "")
                  + (" - mean over stand-ins and seeds" if len(splits) > 1 else ""))
-        results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary})
-        sections.append(summary_markdown(summary, title))
+        few = summarize_few(rows)
+        results.append({"normal": normal, "anomaly": anomaly, "rows": rows, "summary": summary,
+                        **({"few_anomalies": few} if few else {})})
+        sections.append(summary_markdown(summary, title + " - NO ANOMALY SEEN") + (
+            "\n" + few_markdown(few, title) if few else ""))
         single = len(pairs) == 1
         write_json(out / "compare.json", {"training": base.to_dict(), "split": split_kind, "limit": limit,
-                                          **({"rows": rows, "summary": summary} if single else {"pairs": results})})
+                                          "val_anomalies": list(val_anomalies), "draws": draws,
+                                          **(results[0] if single else {"pairs": results})})
         write_text(out / "compare.md", "\n".join(sections))
         print(sections[-1])
     return sections

@@ -299,7 +299,10 @@ class Detector(BaseEstimator):
         tensors["anchor_indices"] = torch.from_numpy(self.anchor_indices_.astype(np.int64))
         if self.holdout_images_ is not None:
             tensors["holdout_images"] = torch.from_numpy(np.ascontiguousarray(self.holdout_images_))
-        return {"offset": self.offset_, "threshold": self.threshold_}, tensors
+        facts = {"offset": self.offset_, "threshold": self.threshold_}
+        if getattr(self, "selection_", None):  # set by metricad.selection: what chose this score, on what
+            facts["selection"] = self.selection_
+        return facts, tensors
 
     @classmethod
     def from_fitted_state(cls, params: dict, facts: dict, tensors: dict[str, torch.Tensor]) -> "Detector":
@@ -326,4 +329,6 @@ class Detector(BaseEstimator):
         detector.graph_ = ScoringGraph(members, combiner).to(detector.device_).eval()
         detector._start_runtime()
         detector.offset_, detector.threshold_ = float(facts["offset"]), dict(facts["threshold"])
+        if "selection" in facts:
+            detector.selection_ = facts["selection"]
         return detector

@@ -20,6 +20,7 @@ from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.data.negatives import check_fits, misfits
 from metricad.files import write_json
 from metricad.recipe import PRESETS, TrainConfig
+from metricad.scoring.names import AUTO
 
 
 def checkpoint_file(member: int) -> str:
@@ -31,14 +32,21 @@ def log_file(member: int, members: int) -> str:
 
 
 def train_run(out, config: TrainConfig, normal: int = 7, anomaly: int = 9, limit: int | None = None, data_dir=None,
-              device=None, detector_params: dict | None = None, overwrite: bool = False,
-              progress: bool = True) -> Path:
-    """Train on the Fashion-MNIST split ``normal`` vs ``anomaly`` (never trained on) and write the run ``out``."""
+              device=None, detector_params: dict | None = None, overwrite: bool = False, progress: bool = True,
+              val_anomalies: int = 0, val_seed: int = 0) -> Path:
+    """Train on the Fashion-MNIST split ``normal`` vs ``anomaly`` (never trained on) and write the run ``out``.
+
+    ``val_anomalies`` K > 0: K anomaly images drawn (``val_seed``) from the anomaly class's training images join
+    the held-out normal images as a labelled validation set, for ``--score auto`` (``metricad.selection``)."""
     out = run_dir.check_new(out, overwrite)
     config.validate()
+    if (config.score == AUTO) != bool(val_anomalies):
+        raise ValueError("--score auto chooses with a few labelled anomalies: give --val-anomalies K with it (and "
+                         "only with it)")
     job = {"metricad_version": metricad.__version__,
            "data": {"dataset": "fashion-mnist", "normal": normal, "anomaly": anomaly, "limit": limit,
-                    "split_seed": config.seed, "holdout": config.holdout},
+                    "split_seed": config.seed, "holdout": config.holdout,
+                    **({"val_anomalies": val_anomalies, "val_seed": val_seed} if val_anomalies else {})},
            "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite}
     split = load_split(job["data"], data_dir)  # fails early (no data, bad classes) before anything is written
     return _run_job(run_dir.start_partial(out, job), out, job, split, device, progress)
@@ -68,15 +76,16 @@ def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_di
     """Train on image folders (see ``data.folders``) and write the run directory ``out``.
 
     ``image_size`` / ``channels`` default to what the normal images are (``infer_input_spec``). ``holdout``
-    (default 0.1 without ``val_dir``, else 0) keeps that fraction of the normal images out of training and
-    anchors. ``threshold``: ``{"mode": ..., "contamination"/"target_fpr": ...}``.
+    (default 0.1) keeps that fraction of the normal images out of training and anchors, to normalise the experts
+    and set the threshold on. ``threshold``: ``{"mode": ..., "contamination"/"target_fpr": ...}``.
     """
     out = run_dir.check_new(out, overwrite)
     config.validate()
     threshold = dict(threshold or {"mode": "contamination"})
-    if threshold["mode"] in ("f1", "fpr") and not val_dir:
-        raise ValueError(f"threshold mode {threshold['mode']!r} needs labelled images: pass --val-dir")
-    holdout = (0.0 if val_dir else 0.1) if holdout is None else holdout
+    if (threshold["mode"] in ("f1", "fpr") or config.score == AUTO) and not val_dir:
+        raise ValueError(f"{'--score auto' if config.score == AUTO else 'threshold mode ' + repr(threshold['mode'])} "
+                         "needs labelled images: pass --val-dir")
+    holdout = 0.1 if holdout is None else holdout
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
     if image_size is None or channels is None:
@@ -131,9 +140,19 @@ def train_members(config: TrainConfig, split, work: Path | None = None, device=N
 
 def fit_detector(models, split, score: str, threshold: dict | None = None, device=None, **params):
     """The detector of trained ``models`` on ``split``: anchors, experts normalised on the held-out normal images
-    (if any), and the threshold (``threshold``: a mode needing the labelled validation images sets it there)."""
+    (if any), and the threshold (``threshold``: a mode needing the labelled validation images sets it there).
+    ``score="auto"``: the labelled validation images choose the score and set the threshold."""
     from metricad.detector import Detector
 
+    if score == AUTO:
+        from metricad import selection
+
+        if split.val_images is None:
+            raise ValueError("--score auto needs labelled validation images: --val-anomalies K (Fashion-MNIST) or "
+                             "--val-dir DIR (folders)")
+        union = Detector(models, score=selection.union_for(models), device=device, **params).fit(
+            split.anchor_images, split.holdout_images)
+        return selection.select(union, split.val_images, split.val_is_anomaly)[0]
     detector = Detector(models, score=score, device=device, **params).fit(split.anchor_images, split.holdout_images)
     threshold = dict(threshold or {"mode": "contamination"})
     if split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):

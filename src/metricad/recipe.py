@@ -43,7 +43,8 @@ class TrainConfig:
     shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
     # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
     negatives: list = field(default_factory=list)
-    # The detector's score: expert names joined by "+" (metricad.scoring.names), e.g. "knn+excess-margin".
+    # The detector's score: expert names joined by "+" (metricad.scoring.names), e.g. "knn+excess-margin", or
+    # "auto": chosen by a few labelled anomalies (metricad.selection).
     score: str = "knn"
     # Fraction of the normal training images kept out of training and anchors: the experts are normalised and
     # the threshold is set on them. 0: both come from the anchors themselves (leave-one-out).
@@ -77,7 +78,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse what cannot train, naming the option (before anything is loaded or written)."""
-        from metricad.scoring.names import MARGIN_EXPERTS, parse_score
+        from metricad.scoring.names import AUTO, MARGIN_EXPERTS, parse_score
 
         checks = [(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
                   (self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}"),
@@ -92,7 +93,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        needs_centres = set(parse_score(self.score)) & set(MARGIN_EXPERTS)
+        needs_centres = self.score != AUTO and set(parse_score(self.score)) & set(MARGIN_EXPERTS)
         if needs_centres and self.loss not in LOSSES_WITH_CENTRES:
             raise ValueError(f"score {self.score!r} needs a loss with class centres "
                              f"({', '.join(LOSSES_WITH_CENTRES)}), got {self.loss!r}: pass --score knn")

@@ -17,10 +17,11 @@ ORIGINAL_AUC = 0.9066  # the 2019 post, sneaker vs ankle boot
 
 
 def reproduce(out, config, normal: int = 7, anomaly: int = 9, limit=None, data_dir=None, device=None,
-              overwrite: bool = False) -> list[str]:
+              overwrite: bool = False, val_anomalies: int = 0, val_seed: int = 0) -> list[str]:
     """Run the whole job into the run directory ``out``; returns the summary lines it prints."""
     start = time.perf_counter()
-    path = train_run(out, config, normal, anomaly, limit, data_dir, device, overwrite=overwrite)
+    path = train_run(out, config, normal, anomaly, limit, data_dir, device, overwrite=overwrite,
+                     val_anomalies=val_anomalies, val_seed=val_seed)
     run, split, metrics, scores = evaluate_run(path, data_dir, device)
     anchor_counts = [n for n in ORIGINAL_ANCHOR_COUNTS if n <= len(split.anchor_images)]
     markdown = benchmark_run(path, anchor_counts, [1, 20], data_dir, device, RUNTIMES)

@@ -14,7 +14,7 @@ def training_config(args):
     """The recipe the training options describe: the preset with the options given."""
     overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
-                 "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble}
+                 "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble, "holdout": args.holdout}
     config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
     # A loss without class centres (--loss semi-hard) has no margin to add: it scores by k-NN unless told otherwise.
     score = args.score or (config.score if config.loss in LOSSES_WITH_CENTRES else "knn")
@@ -40,7 +40,8 @@ def cmd_train(args) -> None:
                                         threshold, args.device, args.overwrite))
     else:
         print(pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
-                                 args.device, overwrite=args.overwrite))
+                                 args.device, overwrite=args.overwrite, val_anomalies=args.val_anomalies,
+                                 val_seed=args.val_seed))
 
 
 def cmd_evaluate(args) -> None:
@@ -115,14 +116,14 @@ def cmd_compare(args) -> None:
     overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
     run_comparison(args.out, args.pairs or [(args.normal, args.anomaly)], args.methods, args.seeds,
                    PRESETS["default"].with_options(overrides), args.validation, args.limit, args.reuse or [],
-                   args.data_dir, args.device)
+                   args.data_dir, args.device, args.val_anomalies or [], args.draws)
 
 
 def cmd_reproduce(args) -> None:
     from metricad.reproduce import reproduce
 
     print("\n".join(reproduce(args.out, training_config(args), args.normal, args.anomaly, args.limit,
-                              args.data_dir, args.device, args.overwrite)))
+                              args.data_dir, args.device, args.overwrite, args.val_anomalies, args.val_seed)))
 
 
 def cmd_serve(args) -> None:

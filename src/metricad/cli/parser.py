@@ -7,7 +7,7 @@ import json
 
 from metricad.cli import commands
 from metricad.recipe import LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
-from metricad.scoring.names import EXPERTS, parse_score
+from metricad.scoring.names import AUTO, EXPERTS, parse_score
 from metricad.thresholds import THRESHOLD_MODES
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
@@ -45,6 +45,8 @@ def _negatives(text: str) -> list[str]:
 
 
 def _score(text: str) -> str:
+    if text == AUTO:
+        return text
     try:
         parse_score(text)
     except ValueError as error:
@@ -102,10 +104,18 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "none for objects without a fixed orientation")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length")
-    p.add_argument("--score", type=_score, metavar="EXPERT[+EXPERT...]",
+    p.add_argument("--score", type=_score, metavar="EXPERT[+EXPERT...]|auto",
                    help=f"experts averaged into the score ({', '.join(EXPERTS)}; default: the preset's, or knn for "
-                        "a loss without class centres)")
+                        "a loss without class centres); auto: chosen by a few labelled anomalies (--val-anomalies "
+                        "or --val-dir), reported apart from the zero-anomaly default")
+    p.add_argument("--val-anomalies", type=int, default=0, metavar="K",
+                   help="with --score auto on Fashion-MNIST: K anomaly images drawn from the anomaly class's "
+                        "training images (never the test images) choose the score and set the threshold")
+    p.add_argument("--val-seed", type=int, default=0, help="seed of the --val-anomalies draw")
     p.add_argument("--ensemble", type=int, metavar="M", help="train M models (seeds) and average their scores")
+    p.add_argument("--holdout", type=float, help="fraction of the normal training images kept out of training and "
+                   "anchors, to normalise the experts and set the threshold on (default: the preset's; 0.1 for "
+                   "folders)")
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
@@ -121,8 +131,6 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
                    "images' usual size, longer side at most 64)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
-    g.add_argument("--holdout", type=float, help="fraction of normal images kept out to set the threshold on "
-                   "(default 0.1, or 0 with --val-dir)")
     g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
                    help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
                         "on --val-dir; f1: best F1 on --val-dir")
@@ -221,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "out of training (to choose settings without the test images or the anomalous class); with "
                    "several classes, one run per class and one table over all of them")
     p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
+    p.add_argument("--val-anomalies", type=_positive_list, metavar="K[,K...]", help="also the few-anomaly "
+                   "protocol: for each K, K anomaly images drawn from the anomaly class's training images choose "
+                   "metricad's score and every method's threshold (F1), reported in tables of their own")
+    p.add_argument("--draws", type=int, default=3, help="draws of the K anomalies per K and seed (default 3)")
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
     p.add_argument("--set", type=setting, action="append", metavar="KEY=VALUE",
                    help="change a training option of every trained method, e.g. --set lr_schedule=step "

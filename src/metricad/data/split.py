@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +30,20 @@ class AnomalySplit:
     holdout_images: np.ndarray | None = None
     val_images: np.ndarray | None = None
     val_is_anomaly: np.ndarray | None = None
+    anomaly_pool: np.ndarray | None = None  # the anomaly class's training images: what validation draws from
+
+    def validation_set(self, n_anomalies: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, is_anomaly)``: the held-out normal images and ``n_anomalies`` images drawn (seeded) from the
+        anomaly class's *training* images (``anomaly_pool``), never a test image."""
+        if self.holdout_images is None or not len(self.holdout_images):
+            raise ValueError("a validation set with anomalies needs held-out normal images beside them: a holdout "
+                             "above 0")
+        if self.anomaly_pool is None or not 1 <= n_anomalies <= len(self.anomaly_pool):
+            available = 0 if self.anomaly_pool is None else len(self.anomaly_pool)
+            raise ValueError(f"--val-anomalies {n_anomalies}: the anomaly class has {available} training images")
+        drawn = np.sort(np.random.default_rng([seed, 2]).choice(len(self.anomaly_pool), n_anomalies, replace=False))
+        return (np.concatenate([self.holdout_images, self.anomaly_pool[drawn]]),
+                np.r_[np.zeros(len(self.holdout_images), np.int64), np.ones(n_anomalies, np.int64)])
 
     def normal_label(self, scheme: str) -> int:
         """The label the normal class gets under ``training_labels(scheme)``."""
@@ -68,8 +82,6 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         raise ValueError(f"--limit must be a positive number of images per class, got {limit}")
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
-    if val_anomalies and not holdout:
-        raise ValueError("--val-anomalies needs held-out normal images beside the anomalies: a holdout above 0")
 
     keep = np.flatnonzero(train_y != anomaly)
     if limit is not None:
@@ -84,15 +96,7 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         keep = np.setdiff1d(keep, held_out)
     train_images, train_classes = train_x[keep], train_y[keep].astype(np.int64)
     test_mask = (test_y == normal) | (test_y == anomaly)
-    val_images = val_is_anomaly = None
-    if val_anomalies:
-        pool = np.flatnonzero(train_y == anomaly)  # the anomaly class's training images, never a test image
-        if val_anomalies > len(pool):
-            raise ValueError(f"--val-anomalies {val_anomalies}: class {anomaly} has {len(pool)} training images")
-        drawn = np.sort(np.random.default_rng([val_seed, 2]).choice(pool, val_anomalies, replace=False))
-        val_images = np.concatenate([train_x[held_out], train_x[drawn]])
-        val_is_anomaly = np.r_[np.zeros(len(held_out), np.int64), np.ones(len(drawn), np.int64)]
-    return AnomalySplit(
+    split = AnomalySplit(
         normal_class=normal,
         anomaly_class=anomaly,
         train_images=train_images,
@@ -101,9 +105,12 @@ def make_split(train, test, normal: int = 7, anomaly: int = 9, limit: int | None
         test_images=test_x[test_mask],
         test_is_anomaly=(test_y[test_mask] == anomaly).astype(np.int64),
         holdout_images=train_x[held_out] if holdout else None,
-        val_images=val_images,
-        val_is_anomaly=val_is_anomaly,
+        anomaly_pool=train_x[train_y == anomaly],  # the anomaly class's training images, never a test image
     )
+    if val_anomalies:
+        val_images, val_is_anomaly = split.validation_set(val_anomalies, val_seed)
+        split = replace(split, val_images=val_images, val_is_anomaly=val_is_anomaly)
+    return split
 
 
 def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float = 0.1, seed: int = 0,

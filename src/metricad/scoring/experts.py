@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from metricad.index import knn_search, make_index
 
-MAP_DIM = 64  # the feature-map expert's projected dimension: the largest that kept two members within the scoring budget
+MAP_DIM = 64  # the feature-map expert's projection: kept two members in the scoring budget (decisions.md)
 
 
 class Expert(nn.Module):
