@@ -1,12 +1,17 @@
 """Load on the scoring service over loopback: N concurrent clients, each sending single images, for a fixed time.
 
     .venv/bin/python benchmarks/serve_load.py --model seed-mobilenetv2 --clients 32 --duration 60 --max-batch 1,32
+    .venv/bin/python benchmarks/serve_load.py --target runs/x.onnx --python /tmp/light/bin/python --duration 600
 
-For each ``--max-batch`` value it starts ``metricad serve`` on 127.0.0.1 (a free port), waits for ``/health``,
-runs the clients (each a keep-alive connection posting one PNG per request) until ``--duration`` seconds have
-passed, then stops the server. Bounded: loopback only, fixed client count and duration, every request has a
-timeout. With ``--model`` the run is built from random weights and 6,000 random anchors (speed does not depend
-on them); ``--run`` serves an existing run instead. Prints markdown, then JSON.
+For each ``--max-batch`` value it starts ``metricad serve`` on 127.0.0.1 (a free port) with ``--python`` (default:
+this interpreter; another virtual environment's, e.g. a light install's), measures the start-up time until
+``/health`` answers 200, runs the clients (each a keep-alive connection posting one PNG per request) until
+``--duration`` seconds have passed, then stops the server. The server's resident memory is read from
+/proc before the load, every ``--sample`` seconds under it and at its end; the growth is taken from the first
+sample under load (buffers grown to size) to the last, so a soak shows whether it keeps growing. Bounded: loopback
+only, fixed client count and duration, every request has a timeout. With ``--model`` the run is built from random
+weights and 6,000 random anchors (speed does not depend on them); ``--target`` serves an existing run directory or
+model bundle instead. Prints markdown, then JSON.
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def wait_ready(port: int, timeout: float = 120.0) -> None:
@@ -82,22 +95,26 @@ def client_loop(port: int, payloads: list[bytes], stop_at: float, latencies: lis
     conn.close()
 
 
-def run_load(run: Path, max_batch: int, clients: int, duration: float, runtime: str, payloads) -> dict:
+def run_load(target: Path, max_batch: int, clients: int, duration: float, runtime: str, payloads,
+             python: str = sys.executable, sample: float = 60.0) -> dict:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "metricad.cli", "serve", str(run), "--port", str(port),
+    launched = time.perf_counter()
+    server = subprocess.Popen([python, "-m", "metricad", "serve", str(target), "--port", str(port),
                                "--max-batch", str(max_batch), "--runtime", runtime, "--device", "cpu"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(port)
-        latencies, errors = [], []
+        startup = time.perf_counter() - launched
+        latencies, errors, memory = [], [], [rss_mb(server.pid)]
         stop_at = time.monotonic() + duration
         threads = [threading.Thread(target=client_loop, args=(port, payloads, stop_at, latencies, errors))
                    for _ in range(clients)]
         start = time.perf_counter()
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        while any(t.is_alive() for t in threads):
+            threads[0].join(timeout=sample)
+            memory.append(rss_mb(server.pid))
         elapsed = time.perf_counter() - start
     finally:
         server.terminate()
@@ -109,19 +126,25 @@ def run_load(run: Path, max_batch: int, clients: int, duration: float, runtime: 
     return {"max_batch": max_batch, "clients": clients, "seconds": elapsed, "requests": len(ms),
             "errors": len(errors), "first_errors": errors[:3], "images_per_second": len(ms) / elapsed,
             "p50_ms": statistics.median(ms) if ms else None,
-            "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None, "runtime": runtime}
+            "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None, "runtime": runtime,
+            # Growth from the first sample under load (after --sample seconds of it: buffers and arenas grown to
+            # size) to the last; the idle figure before any request is reported beside it.
+            "startup_seconds": startup, "rss_mb_idle": memory[0], "rss_mb_start": memory[1],
+            "rss_mb_end": memory[-1], "rss_mb_samples": memory, "rss_growth": memory[-1] / memory[1] - 1}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="serve this run directory")
+    source.add_argument("--target", help="serve this run directory or model bundle")
     source.add_argument("--model", help="serve this model with random weights and random anchors")
     parser.add_argument("--anchors", type=int, default=6000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--max-batch", default="1,32")
-    parser.add_argument("--runtime", default="torch")
+    parser.add_argument("--runtime", default="torch", help="for a run directory: torch or onnx")
+    parser.add_argument("--python", default=sys.executable, help="the interpreter (virtual environment) serving")
+    parser.add_argument("--sample", type=float, default=60.0, help="seconds between two memory samples")
     args = parser.parse_args()
     from PIL import Image
 
@@ -132,18 +155,22 @@ def main() -> None:
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(buffer, format="PNG")
         payloads.append(buffer.getvalue())
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(args.run) if args.run else make_random_run(args.model, Path(tmp) / "run", args.anchors)
-        name = args.model or Path(args.run).name
+        target = Path(args.target) if args.target else make_random_run(args.model, Path(tmp) / "run", args.anchors)
+        name = args.model or target.name
         rows = []
         for max_batch in [int(b) for b in args.max_batch.split(",")]:
-            rows.append({"model": name, **run_load(run, max_batch, args.clients, args.duration, args.runtime,
-                                                  payloads)})
+            rows.append({"model": name, "python": args.python,
+                         **run_load(target, max_batch, args.clients, args.duration, args.runtime, payloads,
+                                    args.python, args.sample)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print("| model | runtime | --max-batch | clients | seconds | requests | errors | images/s | p50 ms | p99 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| target | runtime | --max-batch | clients | seconds | requests | errors | images/s | p50 ms | p99 ms | "
+          "start-up s | RSS MB start -> end |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['model']} | {r['runtime']} | {r['max_batch']} | {r['clients']} | {r['seconds']:.0f} | "
-              f"{r['requests']} | {r['errors']} | {r['images_per_second']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+              f"{r['requests']} | {r['errors']} | {r['images_per_second']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['startup_seconds']:.1f} | {r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f} "
+              f"({100 * r['rss_growth']:+.1f} %) |")
     base = rows[0]["images_per_second"]
     for r in rows[1:]:
         print(f"\nthroughput with --max-batch {r['max_batch']}: {r['images_per_second'] / base:.2f}x "

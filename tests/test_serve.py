@@ -200,3 +200,109 @@ def test_schemathesis_fuzz_of_the_live_service_finds_no_server_error(trained_run
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of one sample line (name with its labels) in Prometheus' text format."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{") and line.split(" ")[0] == name)
+
+
+def test_metrics_count_requests_images_flags_and_batches(trained_run, images):
+    from metricad.serve.app import create_app as make
+
+    with TestClient(make(trained_run, ServiceLimits(max_batch=8, max_wait_ms=5), device="cpu")) as c:
+        while c.get("/health").status_code != 200:
+            time.sleep(0.05)
+        files = [("files", (f"{i}.png", png_bytes(img), "image/png")) for i, img in enumerate(images[:3])]
+        results = c.post("/score", files=files).json()
+        c.post("/score", content=b"nope", headers={"content-type": "image/png"})
+        text = c.get("/metrics").text
+    model = results["model_id"]
+    flagged = sum(r["label"] == "anomaly" for r in results["results"])
+    assert _metric(text, f'metricad_images_scored_total{{model_id="{model}"}}') == 3
+    assert _metric(text, f'metricad_images_flagged_total{{model_id="{model}"}}') == flagged
+    assert _metric(text, 'metricad_requests_total{route="/score",status="200"}') == 1
+    assert _metric(text, 'metricad_requests_total{route="/score",status="400"}') == 1
+    assert _metric(text, 'metricad_request_seconds_count{route="/score"}') == 2
+    assert _metric(text, f'metricad_batch_size_sum{{model_id="{model}"}}') == 3  # three images, however batched
+    assert _metric(text, "metricad_queue_depth") == 0 and f'model_id="{model}"' in text  # metricad_model_info
+
+
+def test_an_api_key_guards_everything_but_health(trained_run, images):
+    with TestClient(create_app(trained_run, device="cpu", api_key="s3cret")) as c:
+        while c.get("/health").status_code != 200:  # open, without a key
+            time.sleep(0.05)
+        png = {"content": png_bytes(images[0]), "headers": {"content-type": "image/png"}}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+                        {"Authorization": "Basic s3cret"}):
+            for response in (c.post("/score", **png | {"headers": png["headers"] | headers}),
+                             c.get("/metrics", headers=headers), c.get("/info", headers=headers)):
+                assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        ok = {"Authorization": "Bearer s3cret"}
+        assert c.post("/score", **png | {"headers": png["headers"] | ok}).status_code == 200
+        assert c.get("/metrics", headers=ok).status_code == 200 and c.get("/info", headers=ok).status_code == 200
+
+
+def test_the_key_comes_from_the_environment_or_a_file_and_exposure_needs_one(tmp_path, monkeypatch, capsys):
+    from metricad.cli import main
+    from metricad.serve.auth import check_exposure, read_api_key
+
+    monkeypatch.delenv("METRICAD_API_KEY", raising=False)
+    assert read_api_key() is None
+    monkeypatch.setenv("METRICAD_API_KEY", "from-env")
+    assert read_api_key() == "from-env"
+    (tmp_path / "key").write_text("from-file\n")
+    assert read_api_key(tmp_path / "key") == "from-file"  # the file wins, its line stripped
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_api_key(tmp_path / "empty")
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_exposure(host, None, insecure=False)
+    check_exposure("0.0.0.0", "key", insecure=False)
+    check_exposure("0.0.0.0", None, insecure=True)
+    monkeypatch.delenv("METRICAD_API_KEY")
+    assert main(["serve", str(tmp_path / "any.onnx"), "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve on 0.0.0.0 without an API key" in capsys.readouterr().err
+
+
+def test_sigterm_answers_every_request_already_accepted(trained_run, images, tmp_path):
+    """Requests wait in the batcher (a long --max-wait-ms) when SIGTERM arrives: each still gets its score."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
+                               "--device", "cpu", "--max-batch", "64", "--max-wait-ms", "1500"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+
+    def post(i):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=png_bytes(images[i % 6]),
+                                         headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())["results"][0]["score"]
+
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(post, i) for i in range(8)]
+        time.sleep(0.5)  # the requests are in, their images queued for the 1.5 s batch window
+        server.send_signal(signal.SIGTERM)
+        answers = [future.result() for future in pending]
+    assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    expected = open_run(trained_run, device="cpu").detector.score_samples(images)
+    for i, (status, score) in enumerate(answers):
+        assert status == 200 and score == pytest.approx(expected[i % 6], rel=1e-5, abs=1e-6)
+    # uvicorn waited for the eight requests; the batcher scored them, in the one batch the window had gathered.
+    assert "stopped after answering every accepted request" in (log := server.stderr.read())
+    assert "1 batches scored" in log

@@ -155,8 +155,9 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
             fitted = fit_method(method, split, seed, base, device)
             fields = {"fit": method, "seed": seed, "normal": split.normal_class, "anomaly": split.anomaly_class,
                       "train_seconds": fitted["train_seconds"]}
+            test_scores = {}
             for name, scorer in fitted["scorers"].items():
-                scores = scorer.score_samples(split.test_images)
+                scores = test_scores[name] = scorer.score_samples(split.test_images)
                 rows.append(fields | {"method": name, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
                                       "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
                                       "ms_per_image_batch20": _ms_per_image(scorer, timing_images, 20)})
@@ -164,7 +165,7 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
                     progress(rows[-1])
             if val_anomalies:
                 rows += selection.few_anomaly_rows(split, fitted["scorers"], fitted.get("union"), val_anomalies,
-                                                   draws, fields)
+                                                   draws, fields, test_scores)
     return rows
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from sklearn.base import BaseEstimator
 
+from metricad import distributed
 from metricad.preprocessing import to_model_array, to_model_input
 from metricad.recipe import PRESETS, RUNTIMES
 from metricad.scoring.combine import ZScoreMean
@@ -41,7 +42,8 @@ class Detector(BaseEstimator):
         the z-scores averaged. The default is the default preset's.
     k : the k-NN experts average the distances to the k nearest anchors (the original used k=1).
     n_anchors, anchor_sampling : keep n_anchors of the normal images as anchors (None: all), the ``"first"`` ones
-        (as the original did) or a ``"random"`` seeded subset.
+        (as the original did), a ``"random"`` seeded subset, or a ``"coreset"`` (greedy k-center on the first
+        model's embeddings, PatchCore's: fewer anchors that still cover the normal images).
     contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
         ``1 - contamination`` quantile of the normal images' scores (held-out ones, else the anchors' leave-one-out).
     random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
@@ -78,8 +80,8 @@ class Detector(BaseEstimator):
         parse_score(self.score)
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if self.anchor_sampling not in ("first", "random"):
-            raise ValueError(f"anchor_sampling must be 'first' or 'random', got {self.anchor_sampling!r}")
+        if self.anchor_sampling not in ("first", "random", "coreset"):
+            raise ValueError(f"anchor_sampling must be 'first', 'random' or 'coreset', got {self.anchor_sampling!r}")
         if self.n_anchors is not None and not 1 <= self.n_anchors <= n_images:
             raise ValueError(f"n_anchors must be between 1 and the {n_images} normal images, got {self.n_anchors}")
         if not 0.0 < self.contamination < 0.5:
@@ -95,11 +97,20 @@ class Detector(BaseEstimator):
             raise ValueError(f"score {self.score!r}: the margin experts need models trained with class centres (a "
                              "cosface or arcface loss); score these models by knn, fmap or pca instead")
 
-    def select_anchors(self, n_images: int) -> np.ndarray:
+    def select_anchors(self, normal_images: np.ndarray) -> np.ndarray:
         """Indices of the normal images kept as anchors."""
+        n_images = len(normal_images)
         n = n_images if self.n_anchors is None else self.n_anchors
-        if self.anchor_sampling == "first":
+        if self.anchor_sampling == "first" or n == n_images:
             return np.arange(n)
+        if self.anchor_sampling == "coreset":
+            from metricad.index.coreset import k_center
+
+            model, x = self.models[0].to(self.device_).eval(), self.model_input(normal_images)
+            with torch.no_grad():
+                embeddings = torch.cat([model(x[i:i + self.batch_size].to(self.device_))
+                                        for i in range(0, len(x), self.batch_size)])
+            return k_center(embeddings, n, self.random_state)
         return np.sort(np.random.default_rng(self.random_state).choice(n_images, size=n, replace=False))
 
     def fit(self, normal_images, holdout_images=None) -> "Detector":
@@ -110,7 +121,7 @@ class Detector(BaseEstimator):
         self._check_params(len(normal_images))
         self.device_ = torch.device(self.device) if self.device is not None else default_device()
         self.normal_images_ = normal_images
-        self.anchor_indices_ = self.select_anchors(len(normal_images))
+        self.anchor_indices_ = self.select_anchors(normal_images)
         names = parse_score(self.score)
         x = self.model_input(normal_images[self.anchor_indices_])
         members = [self._fit_member(model, names, x) for model in self.models]
@@ -143,10 +154,11 @@ class Detector(BaseEstimator):
         with torch.no_grad():
             for expert in experts.values():
                 expert.prepare(model)
-            batches = [member.vectors(x[i:i + self.batch_size].to(self.device_))
-                       for i in range(0, len(x), self.batch_size)]
+            mine = x[distributed.shard(len(x))]  # under torchrun each rank embeds its shard; all gather them
+            batches = [member.vectors(mine[i:i + self.batch_size].to(self.device_))
+                       for i in range(0, len(mine), self.batch_size)]
             for j, expert in enumerate(experts.values()):
-                expert.fit(model, torch.cat([batch[j] for batch in batches]))
+                expert.fit(model, distributed.gather_rows(torch.cat([batch[j] for batch in batches])))
         return member
 
     @property

@@ -2,7 +2,8 @@
 
 Everything is written into ``.OUT.partial`` first, with a checkpoint after every epoch of every ensemble member,
 and becomes ``OUT`` by one rename when complete (``metricad.run``). ``resume_run`` continues after a crash or a
-kill from the last complete epoch; a finished member is not trained again.
+kill from the last complete epoch; a finished member is not trained again. Under ``torchrun`` every rank runs
+these same steps (``metricad.distributed``); rank 0 alone writes the partial run, its checkpoints and the run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import metricad
+from metricad import distributed
 from metricad import run as run_dir
 from metricad.data import load_split
 from metricad.data.folders import folder_split, infer_input_spec, list_images
@@ -40,6 +42,7 @@ def train_run(out, config: TrainConfig, normal: int = 7, anomaly: int = 9, limit
     the held-out normal images as a labelled validation set, for ``--score auto`` (``metricad.selection``)."""
     out = run_dir.check_new(out, overwrite)
     config.validate()
+    device = distributed.init(device) or device
     if (config.score == AUTO) != bool(val_anomalies):
         raise ValueError("--score auto chooses with a few labelled anomalies: give --val-anomalies K with it (and "
                          "only with it)")
@@ -49,7 +52,15 @@ def train_run(out, config: TrainConfig, normal: int = 7, anomaly: int = 9, limit
                     **({"val_anomalies": val_anomalies, "val_seed": val_seed} if val_anomalies else {})},
            "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite}
     split = load_split(job["data"], data_dir)  # fails early (no data, bad classes) before anything is written
-    return _run_job(run_dir.start_partial(out, job), out, job, split, device, progress)
+    return _run_job(_start(out, job), out, job, split, device, progress)
+
+
+def _start(out: Path, job: dict) -> Path:
+    """The fresh partial run (rank 0 makes it; the other ranks wait for it)."""
+    if distributed.is_main():
+        run_dir.start_partial(out, job)
+    distributed.barrier()
+    return run_dir.partial_dir(out)
 
 
 def _negatives_for_input(config: TrainConfig, image_size: tuple[int, int]) -> TrainConfig:
@@ -72,7 +83,8 @@ def _negatives_for_input(config: TrainConfig, image_size: tuple[int, int]) -> Tr
 def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_dir=None,
                      image_size: tuple[int, int] | None = None, channels: int | None = None,
                      holdout: float | None = None, skip_bad_files: bool = False, threshold: dict | None = None,
-                     device=None, overwrite: bool = False, progress: bool = True) -> Path:
+                     device=None, overwrite: bool = False, progress: bool = True,
+                     detector_params: dict | None = None) -> Path:
     """Train on image folders (see ``data.folders``) and write the run directory ``out``.
 
     ``image_size`` / ``channels`` default to what the normal images are (``infer_input_spec``). ``holdout``
@@ -81,6 +93,7 @@ def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_di
     """
     out = run_dir.check_new(out, overwrite)
     config.validate()
+    device = distributed.init(device) or device
     threshold = dict(threshold or {"mode": "contamination"})
     if (threshold["mode"] in ("f1", "fpr") or config.score == AUTO) and not val_dir:
         raise ValueError(f"{'--score auto' if config.score == AUTO else 'threshold mode ' + repr(threshold['mode'])} "
@@ -107,14 +120,16 @@ def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_di
         for path, reason in skipped[:10]:
             print(f"  {path}: {reason}", file=sys.stderr)
     job = {"metricad_version": metricad.__version__, "data": data, "training": config.to_dict(),
-           "detector": {}, "threshold": threshold, "overwrite": overwrite, "skipped_files": skipped}
-    return _run_job(run_dir.start_partial(out, job), out, job, split, device, progress)
+           "detector": detector_params or {}, "threshold": threshold, "overwrite": overwrite,
+           "skipped_files": skipped}
+    return _run_job(_start(out, job), out, job, split, device, progress)
 
 
 def resume_run(out, device=None, progress: bool = True, data_dir=None) -> Path:
     """Continue the interrupted training of ``out`` from its last complete checkpoint, then finish the run."""
     out = Path(out)
     job = run_dir.read_job(out)
+    device = distributed.init(device) or device
     return _run_job(run_dir.partial_dir(out), out, job, load_split(job["data"], data_dir), device, progress)
 
 
@@ -165,12 +180,15 @@ def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) ->
     try:
         models, seconds = train_members(config, split, work, device, progress)
     except BaseException:
-        if not any(work.glob("checkpoint-*.safetensors")):  # nothing worth resuming: leave nothing behind
-            shutil.rmtree(work, ignore_errors=True)
+        if distributed.is_main() and not any(work.glob("checkpoint-*.safetensors")):
+            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing behind
         raise
     detector = fit_detector(models, split, config.score, job.get("threshold"), device, **job["detector"])
-    if job.get("skipped_files"):
-        write_json(work / "skipped_files.json", job["skipped_files"])
-    run_dir.write_run(work, detector, {"data": job["data"], "training": job["training"],
-                                       "training_seconds": seconds})
-    return run_dir.finish_partial(work, out, [checkpoint_file(i) for i in range(config.ensemble)])
+    if distributed.is_main():
+        if job.get("skipped_files"):
+            write_json(work / "skipped_files.json", job["skipped_files"])
+        run_dir.write_run(work, detector, {"data": job["data"], "training": job["training"],
+                                           "training_seconds": seconds, "processes": distributed.world()})
+        run_dir.finish_partial(work, out, [checkpoint_file(i) for i in range(config.ensemble)])
+    distributed.barrier()
+    return out

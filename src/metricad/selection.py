@@ -52,27 +52,31 @@ def select(union, images, is_anomaly, candidates=None) -> tuple[object, dict]:
     return detector, detector.selection_
 
 
-def few_anomaly_rows(split, scorers: dict, union, ks, draws: int, row: dict) -> list[dict]:
+def few_anomaly_rows(split, scorers: dict, union, ks, draws: int, row: dict, test_scores: dict) -> list[dict]:
     """Every scorer under the few-anomaly protocol on ``split``: for each K in ``ks`` and each of ``draws``
     seeded draws of K training anomalies, the validation set (held-out normals + the K anomalies) sets each
     scorer's threshold (best F1), and, for ``union`` (a metricad detector with every expert), also chooses its
-    score (``metricad-auto``). The test images then give the AUC and the F1 at that threshold."""
+    score (``metricad-auto``). The test images then give the AUC and the F1 at that threshold. ``test_scores``:
+    each scorer's scores of the test images, already computed (the draw changes only the threshold)."""
     from metricad.thresholds import best_f1_threshold, is_anomalous
 
-    rows = []
+    truth, rows = split.test_is_anomaly.astype(bool), []
+    cache = dict(test_scores)
     for k in ks:
         for draw in range(draws):
             images, is_anomaly = split.validation_set(k, seed=draw)
             chosen = {} if union is None else {"metricad-auto": select(union, images, is_anomaly)[0]}
             for name, scorer in (scorers | chosen).items():
                 if name in chosen:
-                    threshold = scorer.offset_
+                    threshold, key = scorer.offset_, f"auto:{scorer.score}"
                 else:
                     threshold = best_f1_threshold(scorer.score_samples(images), is_anomaly.astype(bool))
-                scores = scorer.score_samples(split.test_images)
-                flagged, truth = is_anomalous(scores, threshold), split.test_is_anomaly.astype(bool)
+                    key = name
+                if key not in cache:
+                    cache[key] = scorer.score_samples(split.test_images)
+                flagged = is_anomalous(cache[key], threshold)
                 rows.append(row | {"method": name, "K": k, "draw": draw,
-                                   "auc": float(roc_auc_score(truth, scores)),
+                                   "auc": float(roc_auc_score(truth, cache[key])),
                                    "f1": float(2 * np.sum(flagged & truth) / max(flagged.sum() + truth.sum(), 1)),
                                    **({"chosen": scorer.selection_["chosen"]} if name in chosen else {})})
     return rows

@@ -1,4 +1,9 @@
-"""Training the embedding: one readable loop, configured by a ``TrainConfig`` (``metricad.recipe``)."""
+"""Training the embedding: one readable loop, configured by a ``TrainConfig`` (``metricad.recipe``).
+
+Under ``torchrun`` the same loop runs on every rank (``metricad.distributed``): every rank draws the same global
+batches and augmentation from the same seeded generator and trains on its share of each; DistributedDataParallel
+averages the gradients; rank 0 alone writes checkpoints and logs.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from metricad import distributed
 from metricad.checkpoint import load_checkpoint, save_checkpoint
 from metricad.data.negatives import add_shifted_negatives
 from metricad.losses import build_loss
+from metricad.losses.distributed import for_ranks
 from metricad.models import create_model
 from metricad.preprocessing import to_model_input
 from metricad.recipe import LOSSES_WITH_CENTRES, TrainConfig
@@ -57,6 +64,49 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
+def epoch_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The epoch's order of the training images. One process: a seeded permutation. Several ranks: each class's
+    images permuted, then spread evenly through the epoch, so that every global batch holds each class in its
+    share and ``distributed.local_batch`` can deal each rank the normal class and reference classes."""
+    if distributed.world() == 1:
+        return torch.randperm(len(labels), generator=generator)
+    keys = torch.empty(len(labels))
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        keys[members] = (torch.arange(len(members)) + torch.rand(1, generator=generator)) / len(members)
+    return torch.argsort(keys, stable=True)
+
+
+class TrainingStep(nn.Module):
+    """The model and its loss as one module: DistributedDataParallel then synchronises both (a CosFace loss's
+    class centres are parameters too)."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.model(x), y)
+
+
+def _for_ranks(step: TrainingStep, config: TrainConfig, y_all: torch.Tensor, normal_label, device) -> nn.Module:
+    """``step`` as every rank runs it: the loss gathering what it must, BatchNorm synchronised on GPUs (torch has
+    no SyncBatchNorm for CPUs: there each rank normalises its own share), all wrapped in DDP."""
+    if distributed.world() == 1:
+        return step
+    if normal_label is not None:  # epoch_order puts about batch_size * share of each class in every global batch
+        normal = int(torch.sum(y_all == normal_label))
+        for count, what in ((normal, "the normal class"), (len(y_all) - normal, "the reference classes")):
+            if config.batch_size * count // len(y_all) < distributed.world():
+                raise ValueError(f"a global batch of {config.batch_size} holds too few images of {what} to deal "
+                                 f"each of {distributed.world()} ranks one: raise --batch-size")
+    step.criterion = for_ranks(step.criterion, config.loss)
+    if device.type == "cuda":
+        step.model = nn.SyncBatchNorm.convert_sync_batchnorm(step.model)
+    return nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
                     log_path: Path | None = None, progress: bool = True, normal_label: int | None = None,
                     return_loss: bool = False, checkpoint_path: Path | None = None, on_epoch_end=None):
@@ -66,12 +116,12 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     negatives and the class centres). A loss with class centres (CosFace, ArcFace) leaves them in the returned
     model (``model.class_centres``), for the margin experts.
 
-    Batches are drawn from a seeded permutation each epoch; the last incomplete batch is dropped, as in the
-    original, so every batch has the same size. With ``checkpoint_path``, a checkpoint is written there after
-    every epoch, and training continues from it if it already exists: on the CPU the result is then bit-for-bit
-    that of an uninterrupted run (the data order and augmentation come from a generator whose state is saved).
-    ``on_epoch_end(record, model)``, if given, is called after each epoch with its log record (e.g. to follow a
-    validation AUC); the model is in eval mode during the call.
+    Batches are drawn from a seeded order each epoch (``epoch_order``); the last incomplete batch is dropped, as
+    in the original, so every batch has the same size. With ``checkpoint_path``, a checkpoint is written there
+    after every epoch, and training continues from it if it already exists: on the CPU the result is then
+    bit-for-bit that of an uninterrupted run (the data order and augmentation come from a generator whose state
+    is saved). ``on_epoch_end(record, model)``, if given, is called after each epoch with its log record (e.g. to
+    follow a validation AUC); the model is in eval mode during the call.
     """
     config.validate()
     if len(images) < config.batch_size:
@@ -88,27 +138,30 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     generator = torch.Generator().manual_seed(config.seed)
     steps = len(x_all) // config.batch_size
     scheduler, per_batch = make_scheduler(config, optimizer, steps)
+    step_module = _for_ranks(TrainingStep(model, criterion), config, y_all, normal_label, device)
+    main = distributed.is_main()
     history, first_epoch = [], 0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, model, criterion, optimizer, generator)
         history, first_epoch = state.history, state.epoch
         # The optimizer's saved lr is already the one for the next step; the scheduler only needs its count.
         scheduler.last_epoch = first_epoch * steps if per_batch else first_epoch
-        if log_path is not None:  # the log may hold an epoch finished after the checkpoint: rewrite it
+        if log_path is not None and main:  # the log may hold an epoch finished after the checkpoint: rewrite it
             Path(log_path).write_text("".join(json.dumps(r) + "\n" for r in history))
-        if progress:
+        if progress and main:
             tqdm.write(f"resuming from {checkpoint_path} after epoch {first_epoch}/{config.epochs}")
     for epoch in range(first_epoch, config.epochs):
         model.train()
-        order = torch.randperm(len(x_all), generator=generator)
+        order = epoch_order(y_all, generator)
         loss_sum, start = 0.0, time.perf_counter()
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=None if progress else True,  # None: tqdm draws the bar on a terminal only
+                   disable=None if progress and main else True,  # None: tqdm draws the bar on a terminal only
                    mininterval=1.0)
         for step in bar:
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x = random_shift(x_all[idx], config.shift, generator)
-            loss = criterion(model(x.to(device)), y_all[idx].to(device))
+            x, y = random_shift(x_all[idx], config.shift, generator), y_all[idx]  # the global batch, every rank
+            mine = distributed.local_batch(torch.arange(len(idx)), y)  # this rank's share of it
+            loss = step_module(x[mine].to(device), y[mine].to(device))
             if not torch.isfinite(loss):
                 kept = (f"; the last good checkpoint (epoch {epoch}) is kept in {checkpoint_path}"
                         if checkpoint_path is not None and epoch > 0 else "")
@@ -130,18 +183,23 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         record = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": seconds,
                   "images_per_second": steps * config.batch_size / seconds, "lr": lr}  # lr: of the epoch's last step
         history.append(record)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and main:
             save_checkpoint(checkpoint_path, epoch + 1, history, model, criterion, optimizer, generator)
-        if progress:
+        distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
+        if progress and main:
             tqdm.write(f"epoch {record['epoch']}/{config.epochs}  loss {record['loss']:.4f}  "
                        f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
-        if log_path is not None:
+        if log_path is not None and main:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         if on_epoch_end is not None:
             model.eval()
             with torch.no_grad():
                 on_epoch_end(record, model)
+    if distributed.world() > 1:  # rank 0's statistics everywhere; SyncBatchNorm back to BatchNorm
+        distributed.broadcast_buffers(model)
+        trained, model = model, create_model(config.model, **config.model_kwargs).to(device)
+        model.load_state_dict(trained.state_dict())
     if config.loss in LOSSES_WITH_CENTRES and normal_label is not None:
         model.set_class_centres(criterion.loss.W, normal_label)
     if return_loss:

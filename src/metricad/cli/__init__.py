@@ -12,7 +12,8 @@ from metricad.cli.parser import build_parser
 from metricad.data.fashion_mnist import DataNotFoundError
 
 EXTRAS = {"train": {"torch", "torchvision", "pytorch_metric_learning", "sklearn", "matplotlib", "tqdm", "onnx"},
-          "serve": {"fastapi", "uvicorn", "starlette", "multipart", "prometheus_client"}}
+          "serve": {"fastapi", "uvicorn", "starlette", "multipart", "prometheus_client"},
+          "batch": {"pyarrow"}, "ray": {"ray"}, "faiss": {"faiss"}}
 
 
 def _missing_extra(error: ModuleNotFoundError, command: str) -> str | None:

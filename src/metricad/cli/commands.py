@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,25 +24,32 @@ def training_config(args):
 
 
 def cmd_train(args) -> None:
-    from metricad import pipeline
+    from metricad import distributed, pipeline
 
     if args.resume:
-        print(pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir))
-        return
-    if not args.out:
+        path = pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir)
+    elif not args.out:
         raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
-    config = training_config(args)
-    print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
-          f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
-    if args.normal_dir:
-        threshold = {"mode": args.threshold_mode, "contamination": args.contamination, "target_fpr": args.target_fpr}
-        print(pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
-                                        args.image_size, args.channels, args.holdout, args.skip_bad_files,
-                                        threshold, args.device, args.overwrite))
     else:
-        print(pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
-                                 args.device, overwrite=args.overwrite, val_anomalies=args.val_anomalies,
-                                 val_seed=args.val_seed))
+        config = training_config(args)
+        detector = {"index": args.index} if args.index else {}
+        if args.coreset:
+            detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
+                  f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
+        if args.normal_dir:
+            threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
+                         "target_fpr": args.target_fpr}
+            path = pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
+                                             args.image_size, args.channels, args.holdout, args.skip_bad_files,
+                                             threshold, args.device, args.overwrite, detector_params=detector)
+        else:
+            path = pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
+                                      args.device, detector, overwrite=args.overwrite,
+                                      val_anomalies=args.val_anomalies, val_seed=args.val_seed)
+    if distributed.is_main():  # under torchrun, one line for the job
+        print(path)
 
 
 def cmd_evaluate(args) -> None:
@@ -58,15 +66,23 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from metricad.data import load_images
-    from metricad.run import open_run
+    if args.out:
+        from metricad.batch import score_to_parquet
 
-    detector = open_run(args.run, device=args.device, runtime=args.runtime).detector
-    channels, size = detector.input_spec
+        summary = score_to_parquet(args.target, args.files, args.out, args.chunk_size, args.engine, args.device,
+                                   args.runtime or "onnx", args.ray_address, args.actors)
+        print(f"{summary['out']}: {summary['scored']} image(s) scored, {summary['already_scored']} already there "
+              f"({summary['images']} in all)")
+        return
+    from metricad.data import load_images
+    from metricad.scorer import load_scorer
+
+    scorer = load_scorer(args.target, args.device, args.runtime or "torch")
+    channels, size = scorer.input_spec
     names, images = load_images(args.files, size, channels)
-    scores = detector.score_samples(images)
-    labels = detector.predict_scores(scores)
-    normalized = detector.normalized_score(scores)
+    scores = scorer.score_samples(images)
+    labels = scorer.predict_scores(scores)
+    normalized = scorer.normalized_score(scores)
     print("path,score,label" + (",normalized_score" if args.normalized else ""))
     for i, name in enumerate(names):
         print(f"{name},{scores[i]:.6f},{'anomaly' if labels[i] else 'normal'}"
@@ -127,14 +143,20 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from metricad.serve.auth import check_exposure, read_api_key
+
+    api_key = read_api_key(args.api_key_file)
+    check_exposure(args.host, api_key, args.insecure)  # before importing the web stack: a quick, clear refusal
     from metricad.serve import ServiceLimits
     from metricad.serve.app import serve
 
     limits = ServiceLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                            max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_files=args.max_files,
                            max_pixels=args.max_pixels)
-    print(f"serving {args.run} on http://{args.host}:{args.port} (POST /score, GET /health, GET /info, /docs); "
-          f"batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms", file=sys.stderr)
-    serve(args.run, args.host, args.port, limits, args.device, args.runtime, args.threads)
+    print(f"serving {args.target} on http://{args.host}:{args.port} (POST /score, GET /health, /info, /metrics, "
+          f"/docs); batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms; "
+          f"{'API key required' if api_key else 'no API key'}", file=sys.stderr)
+    serve(args.target, args.host, args.port, limits, args.device, args.runtime, args.threads, api_key,
+          args.insecure)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from metricad.cli import commands
-from metricad.recipe import LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
+from metricad.recipe import INDEXES, LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
 from metricad.scoring.names import AUTO, EXPERTS, parse_score
 from metricad.thresholds import THRESHOLD_MODES
 
@@ -113,6 +113,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "training images (never the test images) choose the score and set the threshold")
     p.add_argument("--val-seed", type=int, default=0, help="seed of the --val-anomalies draw")
     p.add_argument("--ensemble", type=int, metavar="M", help="train M models (seeds) and average their scores")
+    p.add_argument("--index", choices=INDEXES, help="the k-NN index of the run (default exact; faiss-ivf or "
+                   "faiss-hnsw for large anchor banks; the 'faiss' extra)")
+    p.add_argument("--coreset", type=int, metavar="N", help="keep N anchors, a greedy k-center coreset of the normal "
+                   "images' embeddings (PatchCore's), instead of all of them")
     p.add_argument("--holdout", type=float, help="fraction of the normal training images kept out of training and "
                    "anchors, to normalise the experts and set the threshold on (default: the preset's; 0.1 for "
                    "folders)")
@@ -156,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "writes RUN/metrics.json")
     p.add_argument("run")
     p.add_argument("--anchors", type=int, help="use N of the stored anchors (the first N unless --anchor-sampling)")
-    p.add_argument("--anchor-sampling", choices=("first", "random"), help="which N anchors: first (default) or random")
+    p.add_argument("--anchor-sampling", choices=("first", "random", "coreset"),
+                   help="which N anchors: first (default), random, or a k-center coreset")
     p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
     p.add_argument("--k", type=int, help="the k-NN experts average the distances to the k nearest anchors")
     p.add_argument("--score", type=_score, help="score the run's models another way (no training; the threshold "
@@ -168,13 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
     p.set_defaults(func=commands.cmd_evaluate)
 
-    p = sub.add_parser("score", help="score image files (PNG/JPEG) or one .npy batch; prints CSV path,score,label")
-    p.add_argument("run")
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("score", help="score images with a run or a model bundle: files (or one .npy batch) to CSV on "
+                       "stdout, or, with --out, any number of images to a Parquet dataset, resumably")
+    p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx, from "
+                   "metricad export; needs no torch)")
+    p.add_argument("files", nargs="+", metavar="INPUT", help="image files or one .npy batch; with --out also "
+                   "folders (recursive), glob patterns and .txt lists of paths")
+    p.add_argument("--out", help="write a Parquet dataset here (path, score, label, model_id, error), chunk by "
+                   "chunk; a rerun scores only the images not there yet")
+    p.add_argument("--chunk-size", type=int, default=1024, help="images read and scored at a time (with --out)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="with --out: score here, or on a Ray cluster through Ray Data (the 'ray' extra)")
+    p.add_argument("--ray-address", help="the Ray cluster to join (default: a local Ray; 'auto': a running one)")
+    p.add_argument("--actors", type=int, help="Ray actors scoring at once (default: the cluster's CPUs)")
     p.add_argument("--normalized", action="store_true",
                    help="add a column 1 / (1 + exp(threshold - score)): 0.5 at the threshold, in (0, 1)")
     p.add_argument("--device")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--runtime", choices=RUNTIMES, help="for a run directory (default: torch; onnx with --out)")
     p.set_defaults(func=commands.cmd_score)
 
     p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
@@ -187,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_benchmark)
 
-    p = sub.add_parser("export", help="export the run's whole scoring graph as one ONNX file")
+    p = sub.add_parser("export", help="write the run as a one-file model bundle (ONNX: every model and expert, the "
+                       "anchors, the normalisation, and as metadata the input, threshold and model id)")
     p.add_argument("run")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
@@ -244,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_compare)
 
-    p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info)")
-    p.add_argument("run")
+    p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info, "
+                       "/metrics)")
+    p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx; needs no "
+                   "torch)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=32, help="score up to this many queued images at once")
@@ -255,8 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
     p.add_argument("--threads", type=int, help="scoring threads (default: all cores with batching; all but one, "
                    "which HTTP handling needs, with --max-batch 1)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="for a run directory")
     p.add_argument("--device")
+    p.add_argument("--api-key-file", metavar="FILE", help="require this key (the file's first line) from clients as "
+                   "'Authorization: Bearer KEY'; default: $METRICAD_API_KEY, if set")
+    p.add_argument("--insecure", action="store_true", help="serve on a non-loopback address without an API key")
     p.set_defaults(func=commands.cmd_serve)
 
     p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")

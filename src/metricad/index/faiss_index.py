@@ -39,7 +39,7 @@ class FaissIndex:
             index.hnsw.efConstruction, index.hnsw.efSearch = self.ef_construction, self.ef_search
             return index
         # IVF: about 4 * sqrt(n) cells, the usual rule of thumb; trained on (a sample of) the first vectors.
-        nlist = self.nlist or max(1, int(4 * np.sqrt(len(vectors))))
+        nlist = min(self.nlist or max(1, int(4 * np.sqrt(len(vectors)))), len(vectors))  # k-means needs n >= cells
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
         index.train(vectors[np.random.default_rng(0).permutation(len(vectors))[:256 * nlist]])
         index.nprobe = self.nprobe

@@ -1,37 +1,43 @@
-"""The scoring service: ``POST /score``, ``GET /health``, ``GET /info`` (FastAPI on uvicorn).
+"""The scoring service: ``POST /score``, ``GET /health``, ``GET /info``, ``GET /metrics`` (FastAPI on uvicorn).
 
-The run is loaded in a background thread at start-up, so ``/health`` answers at once (503 until ready). Every
-request is checked before any decoding: content type (415), body size (413, counted while reading, whatever
-Content-Length says), number of files (413), then each image (400 unreadable, 413 too many pixels). A bad
-request never reaches the batch, so it cannot hurt the other requests.
+It serves a model bundle (``.onnx``, torch-free: the light install) or a run directory (the ``train`` extra). The
+model is loaded in a background thread at start-up, so ``/health`` answers at once (503 until ready). Every
+request is checked before any decoding: the API key (401, when one is configured; ``/health`` stays open),
+content type (415), body size (413, counted while reading, whatever Content-Length says), number of files (413),
+then each image (400 unreadable, 413 too many pixels). A bad request never reaches the batch. On SIGTERM uvicorn
+stops accepting connections and waits for the requests in flight; the batcher scores every image already queued
+and answers it before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 import metricad
-from metricad.run import model_id, open_run
-from metricad.serve.batching import MicroBatcher
+from metricad.scorer import load_scorer
+from metricad.serve.auth import authorized, check_exposure
+from metricad.serve.batching import MicroBatcher, ShuttingDown
 from metricad.serve.decode import BadImage, decode_image
+from metricad.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 
 RAW_TYPES = ("image/", "application/octet-stream")
+OPEN_ROUTES = ("/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
 
 
 def default_threads(max_batch: int) -> int:
-    """Torch threads for scoring. Batch by batch (``max_batch`` 1), all cores but one: the event loop (HTTP,
-    decoding) needs one, and tiny parallel regions spin against it (seed-mobilenetv2 under 32 clients on 2 cores:
-    46 images/s with 2 threads, 173 with 1). With batching, all cores: a batch's parallel regions are long
-    (313 images/s with 2 threads, 266 with 1)."""
+    """Scoring threads. Batch by batch (``max_batch`` 1), all cores but one: the event loop (HTTP, decoding)
+    needs one, and tiny parallel regions spin against it (seed-mobilenetv2 under 32 clients on 2 cores: 46
+    images/s with 2 threads, 173 with 1). With batching, all cores: a batch's parallel regions are long."""
     cores = os.cpu_count() or 2
     return max(1, cores - 1) if max_batch == 1 else cores
 
@@ -83,63 +89,98 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
     return files
 
 
-def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtime: str = "torch",
-               detector=None, threads: int | None = None) -> FastAPI:
-    """The ASGI app serving ``run_dir`` (or an already loaded ``detector``, for tests and embedding).
+def create_app(target, limits: ServiceLimits | None = None, device=None, runtime: str = "torch",
+               scorer=None, threads: int | None = None, api_key: str | None = None) -> FastAPI:
+    """The ASGI app serving ``target`` (a bundle or a run directory), or an already loaded ``scorer`` (tests,
+    embedding). ``threads``: scoring threads (default ``default_threads``); ``api_key``: required from clients
+    as ``Authorization: Bearer KEY`` on every route but ``/health`` and the API docs."""
+    limits = limits or ServiceLimits()
+    threads = threads or default_threads(limits.max_batch)
+    state: dict = {"scorer": scorer, "error": None}
+    metrics = ServiceMetrics()
 
-    ``threads``: torch's intra-op threads for scoring (default ``default_threads(limits.max_batch)``)."""
-    run_dir, limits = Path(run_dir), limits or ServiceLimits()
-    state: dict = {"detector": detector, "error": None}
-
-    def set_threads() -> None:
-        torch.set_num_threads(threads or default_threads(limits.max_batch))
+    def set_threads() -> None:  # in the scoring thread: torch's thread count is per thread for OpenMP
+        if hasattr(state["scorer"], "set_threads"):
+            state["scorer"].set_threads(threads)
 
     def load() -> None:
-        set_threads()
         try:
-            state["model_id"] = model_id(run_dir)
-            if state["detector"] is None:
-                state["detector"] = open_run(run_dir, device=device, runtime=runtime).detector
+            if state["scorer"] is None:
+                state["scorer"] = load_scorer(target, device, runtime, threads)
+            set_threads()
+            metrics.model.info({"model_id": state["scorer"].model_id, "metricad_version": metricad.__version__,
+                                "target": str(target)})
         except Exception as exc:  # noqa: BLE001 - reported by /health instead of killing the server
             state["error"] = f"{type(exc).__name__}: {exc}"
+
+    def score_batch(batch):
+        scorer = state["scorer"]
+        scores = scorer.score_samples(batch)
+        model = scorer.model_id
+        metrics.batch_size.labels(model).observe(len(batch))
+        metrics.scored.labels(model).inc(len(batch))
+        metrics.flagged.labels(model).inc(int(scorer.predict_scores(scores).sum()))
+        return scores
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(asyncio.to_thread(load))
-        batcher = MicroBatcher(lambda batch: state["detector"].score_samples(batch), limits.max_batch,
-                               limits.max_wait_ms, thread_setup=set_threads)
+        batcher = MicroBatcher(score_batch, limits.max_batch, limits.max_wait_ms, thread_setup=set_threads)
         await batcher.start()
+        metrics.queue_depth.set_function(lambda: batcher.depth)
         state["batcher"] = batcher
         yield
         loading.cancel()
-        await batcher.stop()
+        queued = batcher.depth
+        await batcher.stop()  # scores and answers whatever is still queued
+        print(f"metricad serve: stopped after answering every accepted request ({queued} image(s) were still "
+              f"queued at shutdown; {batcher.batches_scored} batches scored)", file=sys.stderr, flush=True)
 
     app = FastAPI(title="metricad", version=metricad.__version__, lifespan=lifespan,
-                  description="Image anomaly scoring: each image's anomaly score (the mean of the run's experts, "
+                  description="Image anomaly scoring: each image's anomaly score (the mean of the model's experts, "
                               "each z-scored on normal images). Higher score = more anomalous; label 'anomaly' "
                               "when score > threshold.")
 
-    def ready_detector():
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        start = time.perf_counter()
+        if request.url.path not in OPEN_ROUTES and not authorized(request.headers.get("authorization"), api_key):
+            response = Response('{"detail": "missing or wrong API key: send Authorization: Bearer KEY"}', 401,
+                                {"WWW-Authenticate": "Bearer"}, media_type="application/json")
+        else:
+            response = await call_next(request)
+        # The route's template, not the raw path: a scan of random paths must not grow the label set.
+        route = getattr(request.scope.get("route"), "path", None) or (
+            request.url.path if request.url.path in {r.path for r in app.routes} else "unmatched")
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        return response
+
+    def ready_scorer():
         if state["error"]:
             raise HTTPException(503, f"the model failed to load: {state['error']}")
-        if state["detector"] is None or "model_id" not in state:
+        if state["scorer"] is None or "batcher" not in state:
             raise HTTPException(503, "the model is still loading")
-        return state["detector"]
+        return state["scorer"]
 
     @app.get("/health", summary="200 once the model is loaded and ready to score, 503 before")
     async def health():
-        ready_detector()
+        ready_scorer()
         return {"status": "ready"}
 
-    @app.get("/info", summary="the model, its anchors and threshold, and the service's limits")
+    @app.get("/info", summary="the model, its threshold, and the service's limits",
+             responses={401: {"description": "missing or wrong API key"}})
     async def info():
-        detector = ready_detector()
-        channels, (height, width) = detector.input_spec
-        return {"metricad_version": metricad.__version__, "run": str(run_dir), "model_id": state["model_id"],
-                "models": [model.metricad_config for model in detector.models], "score": detector.score,
+        scorer = ready_scorer()
+        channels, (height, width) = scorer.input_spec
+        return {"metricad_version": metricad.__version__, "model_id": scorer.model_id, **scorer.describe(),
                 "input": {"channels": channels, "height": height, "width": width},
-                "anchors": len(detector.anchor_indices_), "k": detector.k, "threshold": detector.offset_,
-                "runtime": detector.runtime, "limits": asdict(limits)}
+                "threshold": scorer.offset_, "limits": asdict(limits)}
+
+    @app.get("/metrics", summary="Prometheus metrics: requests, latency, batch sizes, images scored and flagged",
+             response_class=PlainTextResponse, responses={401: {"description": "missing or wrong API key"}})
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": {
         "required": True, "description": "multipart files (any field name, repeatable) or one raw image",
@@ -149,23 +190,27 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-        responses={400: {"description": "not a readable image, or no image"}, 413: {"description": "too large"},
-                   415: {"description": "content type not accepted"}, 503: {"description": "model not ready"}})
+        responses={400: {"description": "not a readable image, or no image"},
+                   401: {"description": "missing or wrong API key"}, 413: {"description": "too large"},
+                   415: {"description": "content type not accepted"},
+                   503: {"description": "model not ready, or shutting down"}})
     async def score(request: Request):
         start = time.perf_counter()
-        detector = ready_detector()
+        scorer = ready_scorer()
         body = await _read_body(request, limits.max_body_bytes)
         files = await _uploaded_images(request, body, limits)
         if len(files) > limits.max_files:
             raise HTTPException(413, f"{len(files)} files in one request, the limit is {limits.max_files}")
-        channels, size = detector.input_spec
+        channels, size = scorer.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]
+            results = await asyncio.gather(*(state["batcher"].submit(image) for image in images))
         except BadImage as exc:
             raise HTTPException(exc.status_code, str(exc)) from exc
-        results = await asyncio.gather(*(state["batcher"].submit(image) for image in images))
-        flagged = detector.predict_scores([r.score for r in results])
-        return {"model_id": state["model_id"], "threshold": detector.offset_,
+        except ShuttingDown as exc:
+            raise HTTPException(503, str(exc)) from exc
+        flagged = scorer.predict_scores([r.score for r in results])
+        return {"model_id": scorer.model_id, "threshold": scorer.offset_,
                 "request_ms": 1000 * (time.perf_counter() - start),
                 "results": [{"name": name, "score": r.score, "label": "anomaly" if flag else "normal",
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
@@ -174,12 +219,17 @@ def create_app(run_dir, limits: ServiceLimits | None = None, device=None, runtim
     return app
 
 
-def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None,
-          device=None, runtime: str = "torch", threads: int | None = None) -> None:
+def serve(target, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None, device=None,
+          runtime: str = "torch", threads: int | None = None, api_key: str | None = None,
+          insecure: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM; then finish the requests in flight (uvicorn's graceful shutdown)."""
     import uvicorn
 
-    uvicorn.run(create_app(run_dir, limits, device, runtime, threads=threads), host=host, port=port,
-                log_level="warning")
+    check_exposure(host, api_key, insecure)
+    if not Path(target).exists():
+        raise FileNotFoundError(f"{target}: no such run directory or model bundle")
+    uvicorn.run(create_app(target, limits, device, runtime, threads=threads, api_key=api_key), host=host,
+                port=port, log_level="warning")
 
 
-__all__ = ["ServiceLimits", "create_app", "model_id", "serve"]
+__all__ = ["ServiceLimits", "create_app", "serve"]

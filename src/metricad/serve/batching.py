@@ -3,7 +3,8 @@
 Each submitted image gets its own future, so results go back to their own request whatever batch they rode
 in. One worker task forms a batch from what is queued (up to ``max_batch``), waits at most ``max_wait_ms``
 after the first image for more, and scores it in one background thread, so the event loop keeps accepting
-requests meanwhile and two batches never run the model at once.
+requests meanwhile and two batches never run the model at once. ``stop`` refuses new images, scores every image
+already queued and answers it, then ends the worker: a graceful shutdown loses no accepted image.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+
+class ShuttingDown(RuntimeError):
+    """An image submitted after ``stop`` began (HTTP 503)."""
 
 
 @dataclass
@@ -39,13 +44,22 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metricad-score",
                                             initializer=thread_setup)
         self.batches_scored = 0
+        self.closing = False
+
+    @property
+    def depth(self) -> int:
+        """Images queued and not yet taken into a batch."""
+        return 0 if self._queue is None else self._queue.qsize()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Refuse new images, score and answer every queued one, then stop the worker."""
+        self.closing = True
         if self._worker is not None:
+            await self._queue.join()  # every queued image taken and answered
             self._worker.cancel()
             try:
                 await self._worker
@@ -56,6 +70,8 @@ class MicroBatcher:
     async def submit(self, image: np.ndarray) -> BatchResult:
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
+        if self.closing:
+            raise ShuttingDown("the service is shutting down")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((image, future, time.perf_counter()))
         return await future
@@ -77,23 +93,29 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            batch = [item for item in batch if not item[1].done()]  # a client that went away
-            if not batch:
-                continue
-            start = time.perf_counter()
             try:
-                scores = await loop.run_in_executor(self._executor, self.score_batch,
-                                                    np.stack([image for image, _, _ in batch]))
-            except Exception as exc:  # noqa: BLE001 - the error goes back to every request of this batch
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            score_ms = 1000 * (time.perf_counter() - start)
-            self.batches_scored += 1
-            for (_, future, queued), score in zip(batch, scores):
+                await self._score(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _score(self, batch: list) -> None:
+        batch = [item for item in batch if not item[1].done()]  # a client that went away
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            scores = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.score_batch, np.stack([image for image, _, _ in batch]))
+        except Exception as exc:  # noqa: BLE001 - the error goes back to every request of this batch
+            for _, future, _ in batch:
                 if not future.done():
-                    future.set_result(BatchResult(float(score), len(batch), 1000 * (start - queued), score_ms))
+                    future.set_exception(exc)
+            return
+        score_ms = 1000 * (time.perf_counter() - start)
+        self.batches_scored += 1
+        for (_, future, queued), score in zip(batch, scores):
+            if not future.done():
+                future.set_result(BatchResult(float(score), len(batch), 1000 * (start - queued), score_ms))

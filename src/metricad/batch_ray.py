@@ -1,0 +1,44 @@
+"""``metricad score ... --engine ray``: the batch scoring of ``metricad.batch`` on a Ray cluster, through Ray Data.
+
+Paths are a Ray dataset; ``map_batches`` sends chunks to a pool of actors, each holding one scorer (a model
+bundle on ONNX Runtime, or a run's detector) loaded once; the rows are written as Parquet by Ray. A local Ray is
+started when no ``address`` is given (``ray.init(address="auto")`` joins a running cluster).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ChunkScorer:
+    """A Ray actor: the scorer, loaded once, scoring each chunk of paths Ray Data sends."""
+
+    def __init__(self, target: str, runtime: str):
+        from metricad.scorer import load_scorer
+
+        # One thread an actor: Ray runs as many actors as the cluster has CPUs.
+        self.scorer = load_scorer(target, runtime=runtime, threads=1)
+
+    def __call__(self, batch: dict):
+        from metricad.batch import arrow_table, score_chunk
+
+        return arrow_table(score_chunk(self.scorer, [str(p) for p in batch["path"]]))
+
+
+def score_with_ray(target, paths: list[str], out: Path, chunk_size: int, runtime: str = "onnx",
+                   address: str | None = None, actors: int | None = None) -> dict:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        dataset = ray.data.from_items([{"path": path} for path in paths])
+        dataset = dataset.map_batches(ChunkScorer, fn_constructor_args=(str(Path(target).resolve()), runtime),
+                                      batch_size=chunk_size, batch_format="numpy", concurrency=actors)
+        dataset.write_parquet(str(out.resolve()))
+    finally:
+        if started_here:
+            ray.shutdown()
+    return {"engine": "ray", "actors": actors}

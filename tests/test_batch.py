@@ -1,0 +1,125 @@
+"""Batch scoring at scale: folders, globs and path lists streamed chunk by chunk into a Parquet dataset, resumed
+after a kill, on the local engine and on a local Ray; and the large-anchor-bank options of a run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metricad.cli import main
+from metricad.run import open_run
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """150 PNGs in a folder tree (every third in a sub-folder) and one broken file."""
+    root = tmp_path_factory.mktemp("images")
+    images = np.random.default_rng(5).integers(0, 256, (150, 28, 28), dtype=np.uint8)
+    for i, image in enumerate(images):
+        folder = root / "deeper" if i % 3 == 0 else root
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    (root / "zz-broken.png").write_bytes(b"\x89PNG broken")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bundle") / "part.onnx"
+    assert main(["export", str(trained_run), "--out", str(path)]) == 0
+    return path
+
+
+def _table(out):
+    return pq.read_table(out).to_pandas().set_index("path").sort_index()
+
+
+def test_a_folder_is_scored_into_parquet_as_the_detector_scores_it(bundle, image_folder, trained_run, tmp_path):
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(bundle), str(image_folder), "--out", str(out), "--chunk-size", "40"]) == 0
+    table = _table(out)
+    assert len(table) == 151 and len(list(out.glob("part-*.parquet"))) == 4  # 151 images in chunks of 40
+    broken = table.loc[str(image_folder / "zz-broken.png")]
+    assert broken["label"] == "unreadable" and "not a readable image" in broken["error"] and np.isnan(broken["score"])
+    good = table[table.label != "unreadable"]
+    images = np.stack([np.asarray(Image.open(p)) for p in good.index])
+    detector = open_run(trained_run, device="cpu").detector
+    np.testing.assert_allclose(good.score, detector.score_samples(images), rtol=1e-4, atol=1e-3)
+    assert list(good.label) == ["anomaly" if f else "normal" for f in detector.predict(images)]
+    assert set(table.model_id) == {open_run(trained_run).model_id}
+    # A glob and a list of paths name the same images.
+    (tmp_path / "paths.txt").write_text("\n".join(sorted(str(p) for p in image_folder.rglob("*.png"))[:10]))
+    for spec, expected in ((str(image_folder / "deeper" / "*.png"), 50), (str(tmp_path / "paths.txt"), 10)):
+        target = tmp_path / f"out-{expected}"
+        assert main(["score", str(bundle), spec, "--out", str(target)]) == 0
+        assert len(_table(target)) == expected
+
+
+def test_a_killed_job_resumes_where_it_stopped(bundle, image_folder, tmp_path):
+    out = tmp_path / "scores.parquet"
+    job = subprocess.Popen([sys.executable, "-m", "metricad", "score", str(bundle), str(image_folder), "--out",
+                            str(out), "--chunk-size", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.parquet"))) < 5 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    done = len(pq.read_table(out))
+    assert 5 <= done < 151, "the job finished before it could be killed"
+    (out / "part-999999.parquet").write_bytes(b"PAR1 truncated")  # what a writer killed mid-file could leave
+    assert main(["score", str(bundle), str(image_folder), "--out", str(out), "--chunk-size", "64"]) == 0
+    table = pq.read_table(out).to_pandas()
+    assert len(table) == 151 and table.path.is_unique  # each image once: nothing scored twice, nothing lost
+    assert not (out / "part-999999.parquet").exists()
+
+
+def test_the_ray_engine_scores_as_the_local_one(bundle, image_folder, tmp_path):
+    pytest.importorskip("ray")
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    assert main(["score", str(bundle), str(image_folder), "--out", str(local)]) == 0
+    assert main(["score", str(bundle), str(image_folder), "--out", str(distributed), "--engine", "ray",
+                 "--chunk-size", "50"]) == 0
+    a, b = _table(local), _table(distributed)
+    assert list(a.index) == list(b.index)
+    np.testing.assert_array_equal(a.score, b.score)
+    assert list(a.label) == list(b.label) and list(a.error.fillna("")) == list(b.error.fillna(""))
+    assert main(["score", str(bundle), str(image_folder), "--out", str(distributed), "--engine", "ray"]) == 0
+    assert len(_table(distributed)) == 151  # resumed: nothing left to score, nothing written twice
+
+
+def test_a_run_can_keep_a_coreset_in_a_faiss_index(tmp_path, fake_fashion_dir):
+    pytest.importorskip("faiss")
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), "--epochs", "1", "--batch-size",
+                 "32", "--device", "cpu", "--index", "faiss-ivf", "--coreset", "12"]) == 0
+    config = json.loads((run / "config.json").read_text())["detector"]
+    assert (config["index"], config["n_anchors"], config["anchor_sampling"]) == ("faiss-ivf", 12, "coreset")
+    detector = open_run(run, device="cpu").detector  # the saved IVF index, deserialised: no pickle, no retraining
+    knn = detector.graph_.members[0].experts["knn"]
+    assert knn.search_index_.ntotal == 12 and len(detector.anchor_indices_) == 12
+    queries = np.random.default_rng(0).integers(0, 255, (5, 28, 28)).astype(np.uint8)
+    fresh = type(detector)(**detector.get_params()).fit(detector.normal_images_, detector.holdout_images_)
+    np.testing.assert_array_equal(fresh.anchor_indices_, detector.anchor_indices_)  # the coreset is reproducible
+    np.testing.assert_allclose(fresh.score_samples(queries), detector.score_samples(queries), rtol=1e-5, atol=1e-5)
+
+
+def test_k_center_keeps_each_time_the_point_farthest_from_those_kept():
+    from metricad.index.coreset import k_center
+
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0], [0.0, 5.0]])
+    kept = k_center(points, 3, seed=0, batch=2)
+    first = int(np.random.default_rng(0).integers(5))
+    expected = [first]
+    for _ in range(2):  # against the definition, from the same first point
+        expected.append(int(torch.cdist(points, points[expected]).min(1).values.argmax()))
+    assert kept.tolist() == sorted(expected) and 3 in kept.tolist()
+    with pytest.raises(ValueError, match="between 1 and the 5 points"):
+        k_center(points, 6)
