@@ -90,6 +90,63 @@ def _build_models(config: dict, directory: Path) -> list:
     return models
 
 
+def detector_state(detector) -> tuple[dict, dict]:
+    """A fitted detector as JSON-able facts and tensors: every member's experts' fitted buffers, the combiner's
+    statistics, the normal (anchor) images, their kept indices and the held-out normal images."""
+    import numpy as np
+    import torch
+
+    tensors = {f"member{m}.{key}.{name}": value.detach().cpu().contiguous()
+               for m, member in enumerate(detector.graph_.members) for key, expert in member.experts.items()
+               for name, value in expert.fitted_state().items()}
+    combiner = detector.graph_.combiner
+    tensors |= {"combiner.mean": combiner.mean.cpu().contiguous(), "combiner.std": combiner.std.cpu().contiguous(),
+                "normal_images": torch.from_numpy(np.ascontiguousarray(detector.normal_images_)),
+                "anchor_indices": torch.from_numpy(detector.anchor_indices_.astype(np.int64))}
+    if detector.holdout_images_ is not None:
+        tensors["holdout_images"] = torch.from_numpy(np.ascontiguousarray(detector.holdout_images_))
+    facts = {"offset": detector.offset_, "threshold": detector.threshold_}
+    if getattr(detector, "selection_", None):  # set by metricad.selection: what chose this score, on what
+        facts["selection"] = detector.selection_
+    return facts, tensors
+
+
+def detector_from_state(params: dict, facts: dict, tensors: dict):
+    """The detector ``detector_state`` saved, around the models in ``params``; nothing is refitted."""
+    import torch
+
+    from metricad.detector import Detector, default_device
+    from metricad.scoring.combine import ZScoreMean
+    from metricad.scoring.experts import build_expert, expert_key
+    from metricad.scoring.graph import MemberScorer, ScoringGraph
+    from metricad.scoring.names import parse_score
+
+    detector = Detector(**params)
+    detector._check_params(len(tensors["normal_images"]))
+    detector.device_ = default_device() if detector.device is None else torch.device(detector.device)
+    detector.normal_images_ = tensors["normal_images"].numpy()
+    detector.anchor_indices_ = tensors["anchor_indices"].numpy()
+    detector.holdout_images_ = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
+    names = parse_score(detector.score)
+    members = []
+    for m, model in enumerate(detector.models):
+        experts = {}
+        for name in names:
+            prefix = f"member{m}.{expert_key(name)}."
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            experts[expert_key(name)] = build_expert(name, detector.k, detector.fmap_dim, detector.random_state,
+                                                     detector.index).load_fitted_state(state)
+        members.append(MemberScorer(model.eval(), experts))
+    combiner = ZScoreMean([name == "excess-margin" for name in names] * len(members))
+    combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
+    detector.graph_ = ScoringGraph(members, combiner).to(detector.device_).eval()
+    detector._start_runtime()
+    detector.offset_, detector.threshold_ = float(facts["offset"]), dict(facts["threshold"])
+    if "selection" in facts:
+        detector.selection_ = facts["selection"]
+    return detector
+
+
 def model_id(directory: Path) -> str:
     """First 12 hex digits of the SHA-256 of the weights and the fitted detector: names exactly what scores."""
     digest = hashlib.sha256()
@@ -158,7 +215,7 @@ def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
                                           tensors["holdout_images"].numpy() if "holdout_images" in tensors else None)
     else:
         try:
-            detector = Detector.from_fitted_state(params, config["detector"], tensors)
+            detector = detector_from_state(params, config["detector"], tensors)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path / DETECTOR}: does not match {path / CONFIG} ({exc})") from exc
     return Run(path, config, detector)
@@ -169,7 +226,8 @@ def write_run(directory: Path, detector, facts: dict) -> Path:
     recipe, timings, selection) go into ``config.json`` beside what the detector itself records."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    detector_facts, tensors = detector.fitted_state()
+    detector._check_fitted()
+    detector_facts, tensors = detector_state(detector)
     weights = {f"member{i}.{k}": v.detach().cpu().contiguous()
                for i, model in enumerate(detector.models) for k, v in model.state_dict().items()}
     params = detector.get_params()
