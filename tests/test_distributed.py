@@ -131,7 +131,8 @@ def _torchrun(*args, timeout=300):
 
 def test_two_processes_train_a_run_that_rank_0_alone_writes(tmp_path, fake_fashion_dir):
     run = tmp_path / "run"
-    common = ["--data-dir", str(fake_fashion_dir), "--epochs", "3", "--batch-size", "32", "--device", "cpu"]
+    common = ["--data-dir", str(fake_fashion_dir), "--epochs", "3", "--batch-size", "32", "--device", "cpu",
+              "--ensemble", "1"]
     result = _torchrun("train", "--out", str(run), *common)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -159,7 +160,8 @@ def _ranks(launcher: int) -> list[int]:
 
 def test_a_killed_rank_is_resumed_from_the_last_checkpoint(tmp_path, fake_fashion_dir):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    common = ["--data-dir", str(fake_fashion_dir), "--epochs", "20", "--batch-size", "32", "--device", "cpu"]
+    common = ["--data-dir", str(fake_fashion_dir), "--epochs", "20", "--batch-size", "32", "--device", "cpu",
+              "--ensemble", "1"]
     launcher = subprocess.Popen([*TORCHRUN, "-m", "metricad", "train", "--out", str(killed), *common], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = partial_dir(killed) / checkpoint_file(0)
@@ -194,7 +196,8 @@ def test_two_processes_reach_the_auc_of_one_on_real_data(tmp_path):
         if os.environ.get("CI"):
             raise
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    common = ["--limit", "300", "--epochs", "2", "--device", "cpu"]
+    common = ["--limit", "300", "--epochs", "2", "--device", "cpu", "--ensemble", "1", "--holdout", "0",
+              "--score", "knn+excess-margin"]
     assert _torchrun("train", "--out", str(tmp_path / "two"), *common).returncode == 0
     from metricad.cli import main
 

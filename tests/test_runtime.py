@@ -63,7 +63,7 @@ def test_the_bundle_scores_like_its_run_without_torch_objects(tmp_path, trained_
     session = ort.InferenceSession(str(tmp_path / "part.onnx"), providers=["CPUExecutionProvider"])
     score, parts = session.run(None, {"images": to_model_array(queries)})
     np.testing.assert_allclose(score, bundle.score_samples(queries), rtol=1e-6)
-    assert parts.shape == (9, 2)  # one member x (knn, margin)
+    assert parts.shape == (9, run.config["training"]["ensemble"] * 3)  # members x (knn, fmap, margin)
 
 
 def test_a_model_that_is_not_a_bundle_is_refused_by_name(tmp_path):

@@ -15,12 +15,14 @@ from metricad.run import open_run
 
 def test_train_writes_a_self_describing_run(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "weights.safetensors", "detector.safetensors", "train.log"} <= names
+    assert {"config.json", "weights.safetensors", "detector.safetensors"} <= names
     config = json.loads((trained_run / "config.json").read_text())
     assert config["data"]["normal"] == 7 and config["data"]["anomaly"] == 9
     assert config["training"]["epochs"] == 2 and config["models"][0]["name"] == "compact-cnn"
     assert config["training"]["lr_schedule"] == "onecycle"  # the default's
-    assert len((trained_run / "train.log").read_text().splitlines()) == 2
+    members = config["training"]["ensemble"]
+    logs = ["train.log"] if members == 1 else [f"train-{i}.log" for i in range(members)]
+    assert [len((trained_run / log).read_text().splitlines()) for log in logs] == [2] * members
     assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
@@ -114,15 +116,16 @@ def test_score_bad_input_is_a_clear_error(trained_run, tmp_path, capsys):
 
 
 def test_benchmark_writes_both_tables(trained_run, fake_fashion_dir, capsys):
-    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "40,10",
+    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "30,10",
                  "--batch-sizes", "1,20"]) == 0
     rows = json.loads((trained_run / "benchmark.json").read_text())
-    assert [(r["batch_size"], r["anchors"]) for r in rows] == [(1, 40), (1, 10), (20, 40), (20, 10)]
+    assert [(r["batch_size"], r["anchors"]) for r in rows] == [(1, 30), (1, 10), (20, 30), (20, 10)]
     assert set(rows[0]) == {"runtime", "model", "anchors", "batch_size", "seconds_total", "auc", "ms_per_image"}
     assert all(r["ms_per_image"] == pytest.approx(1000 * r["seconds_total"] / 40) for r in rows)
     out = capsys.readouterr().out
     assert "Batch size 1 " in out and "Batch size 20 " in out
-    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "41"]) == 2
+    anchors = len(open_run(trained_run).detector.normal_images_)  # the normal images the run keeps
+    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", str(anchors + 1)]) == 2
 
 
 def test_reproduce_end_to_end(tmp_path, fake_fashion_dir, capsys):
@@ -163,11 +166,12 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     out = tmp_path / "cmp"
     report, _ = _compare(out, fake_fashion_dir, "--seeds", "0,1", "--epochs", "1", "--device", "cpu")
     summary = {s["method"]: s for s in report["summary"]}
+    experts = {f"metricad[{e}]" for e in ("knn", "fmap", "margin")}  # the default's experts, each alone
     assert set(summary) == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed",
-                            "metricad", "metricad[knn]", "metricad[margin]"}
+                            "metricad"} | experts
     # The deterministic baselines are fitted once; every other method once per seed.
     assert {m: s["seeds"] for m, s in summary.items() if s["seeds"] != 2} == {"raw-pixels": 1, "pca": 1}
-    assert len(report["rows"]) == 20
+    assert len(report["rows"]) == 2 + 2 * (len(summary) - 2)
     # Each class of the synthetic data is a bright block at its own place: raw pixels separate them perfectly.
     assert summary["raw-pixels"]["auc_mean"] == pytest.approx(1.0)
     table = capsys.readouterr().out
@@ -235,7 +239,7 @@ def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_f
     for method in ("binary", "binary-prob"):
         assert after[method]["reused_from"] == source
         assert {k: v for k, v in after[method].items() if k != "reused_from"} == before[method]
-    for method in ("metricad", "metricad[knn]", "metricad[margin]"):
+    for method in ("metricad", "metricad[knn]", "metricad[fmap]", "metricad[margin]"):
         assert "reused_from" not in after[method] and after[method]["fit"] == "metricad"
     assert f"Rows reused from earlier runs of the same configuration: binary ({source})" in markdown
     assert "reused from" in capsys.readouterr().err

@@ -14,8 +14,11 @@ from metricad.run import open_run
 TRAIN = ["--epochs", "2", "--batch-size", "32", "--device", "cpu"]
 
 
-def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_fashion_dir, trained_run, capsys):
-    folders, run = tmp_path / "folders", tmp_path / "run"
+def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_fashion_dir, capsys):
+    folders, run, trained_run = tmp_path / "folders", tmp_path / "run", tmp_path / "built-in"
+    # Without a holdout: the built-in split and the folders would each draw theirs in their own order.
+    assert main(["train", "--out", str(trained_run), "--data-dir", str(fake_fashion_dir), "--holdout", "0",
+                 *TRAIN]) == 0
     assert main(["export-dataset", "--out", str(folders), "--data-dir", str(fake_fashion_dir)]) == 0
     assert {p.name for p in (folders / "reference").iterdir()} == {
         "t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "bag"}
