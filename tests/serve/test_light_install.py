@@ -5,11 +5,9 @@ A command that needs the training stack says which extra to install."""
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 from PIL import Image
 
 from metricad.run import open_run
+from tests.serve.helpers import free_port, start_service
 
 BLOCKED = ("torch", "torchvision", "sklearn", "pytorch_metric_learning", "matplotlib", "onnx", "faiss", "tqdm")
 PRELUDE = textwrap.dedent(f"""
@@ -73,37 +72,18 @@ def test_training_without_its_extra_says_which_to_install(tmp_path, bundle):
     assert result.returncode == 2 and "nothing.onnx: no such model bundle" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _png(image) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _wait_healthy(port: int, process) -> None:
-    for _ in range(300):
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the service never became healthy")
-
-
 def test_a_bundle_is_served_without_torch(bundle, pngs, trained_run):
     images, _ = pngs
-    port = _free_port()
+    port = free_port()
     code = PRELUDE + f"\nsys.exit(main(['serve', {str(bundle)!r}, '--port', '{port}']))\n"
-    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = start_service([sys.executable, "-c", code], port, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_healthy(port, server)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=_png(images[0]),
                                          headers={"Content-Type": "image/png"})
         body = json.loads(urllib.request.urlopen(request, timeout=30).read())

@@ -172,24 +172,16 @@ def test_decode_fuzz_only_ever_raises_bad_image(data, cut, flip):
 
 def test_schemathesis_fuzz_of_the_live_service_finds_no_server_error(trained_run, tmp_path):
     """A short version of benchmarks/fuzz_service.sh: the real server on loopback, fuzzed from its OpenAPI."""
-    import socket
     import subprocess
     import sys
-    import urllib.request
     from pathlib import Path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "metricad.cli", "serve", str(trained_run), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from tests.serve.helpers import free_port, start_service
+
+    port = free_port()
+    server = start_service([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
+                            "--device", "cpu"], port)
     try:
-        for _ in range(200):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         result = subprocess.run([str(Path(sys.executable).parent / "st"), "run",
                                  f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--exclude-checks",
                                  "positive_data_acceptance", "--max-examples", "40", "--generation-deterministic",
@@ -270,23 +262,16 @@ def test_sigterm_answers_every_request_already_accepted(trained_run, images, tmp
     """Requests wait in the batcher (a long --max-wait-ms) when SIGTERM arrives: each still gets its score."""
     import json
     import signal
-    import socket
     import subprocess
     import sys
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
-                               "--device", "cpu", "--max-batch", "64", "--max-wait-ms", "1500"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(300):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
+    from tests.serve.helpers import free_port, start_service
+
+    port = free_port()
+    server = start_service([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
+                            "--device", "cpu", "--max-batch", "64", "--max-wait-ms", "1500"], port,
+                           stderr=subprocess.PIPE, text=True)
 
     def post(i):
         request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=png_bytes(images[i % 6]),
