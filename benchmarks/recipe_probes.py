@@ -46,7 +46,7 @@ def probe_arrays(models, split, probed: str = PROBED) -> dict:
     on (held-out ones, else the anchors left out of their own search)."""
     detector = fit_detector(models, split, probed)
     return {"test_parts": detector.score_parts(split.test_images)[1],
-            "normal_parts": detector.normal_parts().numpy(), "is_anomaly": split.test_is_anomaly,
+            "normal_parts": detector.normal_parts_.numpy(), "is_anomaly": split.test_is_anomaly,
             "experts": np.array(parse_score(probed)), "members": np.array(len(models))}
 
 

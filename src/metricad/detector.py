@@ -129,22 +129,31 @@ class Detector(BaseEstimator):
         self.graph_ = ScoringGraph(members, combiner).to(self.device_).eval()
         self.holdout_images_ = None if holdout_images is None or not len(holdout_images) else np.asarray(
             holdout_images)
-        if self.holdout_images_ is not None:
-            raw = torch.from_numpy(self._run_torch(self.holdout_images_)[1])
-        else:
-            raw = torch.cat([member.anchor_scores().cpu() for member in members], 1)
-        combiner.fit(raw.to(self.device_))
-        normal_scores = combiner(raw.to(self.device_)).cpu().numpy()
+        self.normal_parts_ = self._normal_parts()
+        combiner.fit(self.normal_parts_.to(self.device_))
         self._start_runtime()
+        self._set_normal_threshold()
+        return self
+
+    def _normal_parts(self) -> torch.Tensor:
+        """Raw expert scores ``(N, members * experts)`` of the normal images the experts are normalised on: the
+        held-out ones, else the anchors, each left out of its own search."""
+        if self.holdout_images_ is not None:
+            return torch.from_numpy(self._run_torch(self.holdout_images_)[1])
+        return torch.cat([member.anchor_scores().cpu() for member in self.graph_.members], 1)
+
+    def _set_normal_threshold(self) -> None:
+        """``offset_``: the ``1 - contamination`` quantile of the normal images' scores."""
+        with torch.no_grad():
+            normal_scores = self.graph_.combiner(self.normal_parts_.to(self.device_)).cpu().numpy()
         if self.holdout_images_ is not None:
             self.offset_ = threshold_for(normal_scores, np.zeros(len(normal_scores)), "contamination",
                                          contamination=self.contamination)
             self.threshold_ = {"mode": "contamination", "contamination": self.contamination,
                                "n_normal": len(normal_scores), "images": "held-out normal images"}
-        else:
+        else:  # the anchors' own leave-one-out scores
             self.offset_ = float(np.quantile(normal_scores, 1.0 - self.contamination))
             self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
-        return self
 
     def _fit_member(self, model: nn.Module, names, x: torch.Tensor) -> MemberScorer:
         model = model.to(self.device_).eval()
@@ -186,24 +195,14 @@ class Detector(BaseEstimator):
                    for m in range(len(members)) for name in names]
         kept = [MemberScorer(member.model, {expert_key(n): member.experts[expert_key(n)] for n in names})
                 for member in members]
-        raw_normal = self.normal_parts()[:, columns]
         combiner = self.graph_.combiner.subset(columns, [name == "excess-margin" for name in names] * len(members))
         derived.__dict__.update(device_=self.device_, normal_images_=self.normal_images_,
                                 anchor_indices_=self.anchor_indices_, holdout_images_=self.holdout_images_,
+                                normal_parts_=self.normal_parts_[:, columns],
                                 graph_=ScoringGraph(kept, combiner).eval())
         derived._start_runtime()
-        normal_scores = combiner(raw_normal.to(self.device_)).cpu().numpy()
-        derived.offset_ = (float(np.quantile(normal_scores, 1.0 - self.contamination)) if self.holdout_images_ is None
-                           else threshold_for(normal_scores, np.zeros(len(normal_scores)), "contamination",
-                                              contamination=self.contamination))
-        derived.threshold_ = dict(self.threshold_)
+        derived._set_normal_threshold()
         return derived
-
-    def normal_parts(self) -> torch.Tensor:
-        """Raw expert scores of the normal images the experts are normalised on."""
-        if self.holdout_images_ is not None:
-            return torch.from_numpy(self._run_torch(self.holdout_images_)[1])
-        return torch.cat([member.anchor_scores().cpu() for member in self.graph_.members], 1)
 
     # ---- scoring --------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

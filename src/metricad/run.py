@@ -92,7 +92,8 @@ def _build_models(config: dict, directory: Path) -> list:
 
 def detector_state(detector) -> tuple[dict, dict]:
     """A fitted detector as JSON-able facts and tensors: every member's experts' fitted buffers, the combiner's
-    statistics, the normal (anchor) images, their kept indices and the held-out normal images."""
+    statistics and the raw scores it was fitted on, the normal (anchor) images, their kept indices and the
+    held-out normal images."""
     import numpy as np
     import torch
 
@@ -101,6 +102,7 @@ def detector_state(detector) -> tuple[dict, dict]:
                for name, value in expert.fitted_state().items()}
     combiner = detector.graph_.combiner
     tensors |= {"combiner.mean": combiner.mean.cpu().contiguous(), "combiner.std": combiner.std.cpu().contiguous(),
+                "normal_parts": detector.normal_parts_.cpu().contiguous(),
                 "normal_images": torch.from_numpy(np.ascontiguousarray(detector.normal_images_)),
                 "anchor_indices": torch.from_numpy(detector.anchor_indices_.astype(np.int64))}
     if detector.holdout_images_ is not None:
@@ -140,6 +142,7 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     combiner = ZScoreMean([name == "excess-margin" for name in names] * len(members))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
     detector.graph_ = ScoringGraph(members, combiner).to(detector.device_).eval()
+    detector.normal_parts_ = tensors["normal_parts"]
     detector._start_runtime()
     detector.offset_, detector.threshold_ = float(facts["offset"]), dict(facts["threshold"])
     if "selection" in facts:
