@@ -1,4 +1,5 @@
-"""The benchmark scripts' own logic (benchmarks/): the pasted defects, the k-NN recall table, the speed table."""
+"""The benchmark scripts' own logic (benchmarks/): the pasted defects, the k-NN recall table, the speed table, the
+protocol tables."""
 
 import json
 import subprocess
@@ -47,3 +48,23 @@ def test_bench_inference_times_the_default_score_on_both_runtimes():
     assert all((r["score"], r["members"]) == (default.score, default.ensemble) for r in rows)
     for r in rows:  # the table's columns are one measurement seen three ways
         assert r["images_per_second"] == pytest.approx(1000 / r["ms_per_image"])
+
+
+def test_protocol_tables_put_both_protocols_of_a_pair_side_by_side(tmp_path, capsys):
+    import protocol_tables
+
+    def row(method, seed, auc, **few):
+        return {"method": method, "fit": method, "seed": seed, "normal": 7, "anomaly": 9, "auc": auc} | few
+
+    rows = [row("pca", 0, 0.96), row("metricad", 0, 0.95), row("metricad", 1, 0.99),
+            row("pca", 0, 0.96, K=5, draw=0, f1=0.5), row("pca", 0, 0.96, K=5, draw=1, f1=0.7),
+            row("metricad-auto", 0, 0.98, K=5, draw=0, f1=0.8), row("metricad-auto", 1, 0.99, K=5, draw=0, f1=0.6)]
+    (tmp_path / "compare.json").write_text(json.dumps({"normal": 7, "anomaly": 9, "rows": rows}))
+    assert protocol_tables.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "**sneaker (7) vs ankle boot (9), seeds 0,1**"
+    body = [line for line in lines if line.startswith("| ") and "method" not in line]
+    # Sorted by the zero-anomaly AUC; a method measured on fewer seeds says on how many.
+    assert body == ["| metricad | 0.9700 ± 0.0283 | – |", "| pca | 0.9600 (1) | 0.9600 / 0.600 |",
+                    "| metricad-auto | – | 0.9850 / 0.700 |"]
+    assert protocol_tables.main([str(tmp_path / "missing")]) == 2
