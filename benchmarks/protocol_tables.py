@@ -12,37 +12,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
+from metricad.compare import summarize, summarize_few
 from metricad.data.fashion_mnist import CLASS_NAMES
 
 
-def _mean_std(values) -> str:
-    values = list(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {std:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+def _zero_cell(summary: dict | None, n_seeds: int) -> str:
+    """A method's AUC with no anomaly seen; the number of seeds when it differs from the table's."""
+    if summary is None:
+        return "–"
+    text = (f"{summary['auc_mean']:.4f} ± {summary['auc_std']:.4f}" if summary["seeds"] > 1
+            else f"{summary['auc_mean']:.4f}")
+    return text + (f" ({summary['seeds']})" if summary["seeds"] != n_seeds else "")
 
 
 def pair_table(pair: dict) -> str:
+    # The aggregation is compare's own (the figures of compare.md); this only lays both protocols side by side.
     rows = pair["rows"]
-    ks = sorted({r["K"] for r in rows if "K" in r})
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    zero = {m: [r["auc"] for r in rows if r["method"] == m and "K" not in r] for m in methods}
+    zero = {s["method"]: s for s in summarize(rows)}
+    few = {(s["K"], s["method"]): s for s in summarize_few(rows)}
+    ks = sorted({k for k, _ in few})
     seeds = sorted({r["seed"] for r in rows})
     title = (f"{CLASS_NAMES[pair['normal']]} ({pair['normal']}) vs {CLASS_NAMES[pair['anomaly']]} "
              f"({pair['anomaly']}), seeds {','.join(map(str, seeds))}")
     head = ["method", "no anomaly seen: AUC"] + [f"K = {k}: AUC / test F1" for k in ks]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-    order = sorted(methods, key=lambda m: -statistics.mean(zero[m]) if zero[m] else 0.0)
-    for method in order:
-        cells = [method, _mean_std(zero[method]) + (f" ({len(zero[method])})" if len(zero[method]) != len(seeds)
-                                                    else "") if zero[method] else "–"]
-        for k in ks:
-            sub = [r for r in rows if r["method"] == method and r.get("K") == k]
-            cells.append(f"{statistics.mean(r['auc'] for r in sub):.4f} / {statistics.mean(r['f1'] for r in sub):.3f}"
-                         if sub else "–")
+    methods = sorted(dict.fromkeys(r["method"] for r in rows),
+                     key=lambda m: -zero[m]["auc_mean"] if m in zero else 0.0)
+    for method in methods:
+        cells = [method, _zero_cell(zero.get(method), len(seeds))]
+        cells += [f"{few[k, method]['auc_mean']:.4f} / {few[k, method]['f1_mean']:.3f}" if (k, method) in few
+                  else "–" for k in ks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
