@@ -47,8 +47,13 @@ def _bootstrap(rank, port, tmp, worker, args):
     from metricad import distributed
 
     distributed.init("cpu")
-    torch.save(worker(rank, *args), Path(tmp) / f"rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    try:
+        result = worker(rank, *args)
+    except BaseException:
+        distributed.shutdown(clean=False)
+        raise
+    distributed.shutdown()  # as `metricad train` leaves: no rank exits while the other is in a collective
+    torch.save(result, Path(tmp) / f"rank{rank}.pt")
 
 
 def _deal_an_epoch(rank, labels, batch_size):
@@ -135,6 +140,7 @@ def test_two_processes_train_a_run_that_rank_0_alone_writes(tmp_path, fake_fashi
               "--ensemble", "1"]
     result = _torchrun("train", "--out", str(run), *common)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "terminate called" not in result.stderr and "SIGABRT" not in result.stderr  # every rank left cleanly
     lines = result.stdout.splitlines()
     assert lines[-1] == str(run) and len(lines) == 4  # three epochs and the run, from rank 0 alone
     assert len((run / "train.log").read_text().splitlines()) == 3  # one log, not one per rank

@@ -5,24 +5,32 @@ resume where a killed job stopped.
 
 INPUT is a folder (searched recursively), a glob pattern (quoted), a text file of paths (``.txt``, one a line) or
 image files. The output is a Parquet dataset (a directory of part files, as Spark, Dask and pandas read it) with
-the columns ``path``, ``score``, ``label`` (``normal``, ``anomaly`` or ``unreadable``), ``model_id`` and
-``error``. The local engine writes each chunk as one part, atomically; a rerun reads the paths already there and
-scores only the others. ``--engine ray`` runs the same scoring on a Ray cluster through Ray Data
+the columns ``path``, ``score``, ``label`` (``normal``, ``anomaly`` or ``unreadable``), ``model_id``, ``error``
+and ``normalized_score``. Each image is scored once: inputs naming the same file twice (compared on resolved
+paths) give one row. The local engine writes each chunk as one part, atomically, under a number no part has; a
+rerun reads the paths already there (a damaged part is removed and its images scored again) and scores only the
+others. ``--engine ray`` runs the same scoring on a Ray cluster through Ray Data
 (``map_batches`` with the scorer in actors; ``ray.init(address=...)``, or a local Ray), with the same resume.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from metricad.data.images import IMAGE_SUFFIXES, read_image
+from metricad.data.images import list_image_files, read_image
 
-COLUMNS = ("path", "score", "label", "model_id", "error")
+COLUMNS = ("path", "score", "label", "model_id", "error", "normalized_score")
+
+
+def part_schema():
+    import pyarrow as pa
+
+    return pa.schema([("path", pa.string()), ("score", pa.float32()), ("label", pa.string()),
+                      ("model_id", pa.string()), ("error", pa.string()), ("normalized_score", pa.float32())])
 
 
 def arrow_table(rows: dict):
@@ -30,30 +38,7 @@ def arrow_table(rows: dict):
     otherwise be typed null in one part and string in another)."""
     import pyarrow as pa
 
-    schema = pa.schema([("path", pa.string()), ("score", pa.float32()), ("label", pa.string()),
-                        ("model_id", pa.string()), ("error", pa.string())])
-    return pa.table({name: rows[name] for name in COLUMNS}, schema=schema)
-
-
-def list_inputs(specs) -> list[str]:
-    """Image paths, in a stable order, from folders, glob patterns, ``.txt`` lists and files."""
-    paths = []
-    for spec in specs:
-        spec = str(spec)
-        if os.path.isdir(spec):
-            found = sorted(str(p) for p in Path(spec).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif glob.has_magic(spec):
-            found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        elif spec.endswith(".txt") and os.path.isfile(spec):
-            found = [line.strip() for line in Path(spec).read_text().splitlines() if line.strip()]
-        elif os.path.isfile(spec):
-            found = [spec]
-        else:
-            raise FileNotFoundError(f"{spec}: no such folder, file or matching path")
-        if not found:
-            raise ValueError(f"{spec}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-        paths += found
-    return paths
+    return pa.table({name: rows[name] for name in COLUMNS}, schema=part_schema())
 
 
 def score_chunk(scorer, paths) -> dict[str, list]:
@@ -68,27 +53,43 @@ def score_chunk(scorer, paths) -> dict[str, list]:
         except ValueError as exc:
             errors[path] = str(exc)
     scores = scorer.score_samples(np.stack(images)) if images else np.empty(0, np.float32)
-    flagged = scorer.predict_scores(scores)
-    by_path = {p: (float(s), "anomaly" if f else "normal") for p, s, f in zip(good, scores, flagged)}
+    flagged, normalized = scorer.predict_scores(scores), scorer.normalized_score(scores)
+    by_path = {p: (float(s), "anomaly" if f else "normal", float(n))
+               for p, s, f, n in zip(good, scores, flagged, normalized)}
+    nan = (float("nan"), "unreadable", float("nan"))
     return {"path": list(paths),
-            "score": [by_path[p][0] if p in by_path else float("nan") for p in paths],
-            "label": [by_path[p][1] if p in by_path else "unreadable" for p in paths],
-            "model_id": [scorer.model_id] * len(paths), "error": [errors.get(p) for p in paths]}
+            "score": [by_path.get(p, nan)[0] for p in paths], "label": [by_path.get(p, nan)[1] for p in paths],
+            "model_id": [scorer.model_id] * len(paths), "error": [errors.get(p) for p in paths],
+            "normalized_score": [by_path.get(p, nan)[2] for p in paths]}
 
 
 def done_paths(out: Path) -> set[str]:
-    """The paths already scored in ``out``; a part file a killed writer left unreadable is removed."""
+    """The resolved paths already scored in ``out``. A part file a killed writer left unreadable is removed (its
+    images are scored again); a part of another schema (another metricad version) stops the job."""
     import pyarrow.parquet as pq
 
-    done = set()
+    done, schema = set(), part_schema()
     for part in sorted(Path(out).glob("*.parquet")) if Path(out).is_dir() else []:
         try:
-            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+            found = pq.read_schema(part)
+            paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a truncated file
             print(f"metricad score: {part} is incomplete ({exc}); removed, its images are scored again",
                   file=sys.stderr)
             part.unlink()
+            continue
+        if not found.equals(schema, check_metadata=False):
+            raise ValueError(f"{part}: its columns ({', '.join(found.names)}) are not those this metricad writes "
+                             f"({', '.join(schema.names)}): score into a new --out")
+        done.update(os.path.realpath(path) for path in paths)
     return done
+
+
+def next_part_number(out: Path) -> int:
+    """One past the highest part number in ``out``: never the name of a part that is there (parts removed as
+    incomplete leave gaps, so the count of parts is not a free name)."""
+    numbers = [int(p.stem[len("part-"):]) for p in out.glob("part-*.parquet") if p.stem[len("part-"):].isdigit()]
+    return max(numbers, default=-1) + 1
 
 
 def _write_part(out: Path, rows: dict, number: int) -> Path:
@@ -106,9 +107,9 @@ def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = 
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
     out = Path(out)
-    paths = list_inputs(inputs)
+    paths = list_image_files(inputs)
     done = done_paths(out)
-    todo = [p for p in paths if p not in done]
+    todo = [p for p in paths if os.path.realpath(p) not in done]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"images": len(paths), "already_scored": len(paths) - len(todo), "scored": len(todo), "out": str(out)}
     if not todo:
@@ -122,7 +123,7 @@ def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = 
     from metricad.scorer import load_scorer
 
     scorer = load_scorer(target, device, runtime)
-    number = len(list(out.glob("part-*.parquet")))
+    number = next_part_number(out)
     for start in range(0, len(todo), chunk_size):
         _write_part(out, score_chunk(scorer, todo[start:start + chunk_size]), number)
         number += 1

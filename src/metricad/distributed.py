@@ -11,6 +11,7 @@ no-op and training is the plain one-process loop.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -51,6 +52,23 @@ def init(device=None) -> torch.device | None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group, on every path out of a distributed job.
+
+    Without it, a rank exits with the group still alive: DistributedDataParallel's reducer (kept in reference
+    cycles until the collector runs) and gloo's worker threads are then torn down during interpreter
+    finalisation, and a rank can die with SIGABRT ("terminate called without an active exception") after the run
+    was written. So: free what holds the group while Python is fully alive, wait until every rank is done with its
+    collectives (``clean``: the normal exit; after an error the other ranks may never arrive), then destroy it.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

@@ -24,32 +24,41 @@ def training_config(args):
 
 
 def cmd_train(args) -> None:
-    from metricad import distributed, pipeline
+    from metricad import distributed
+
+    clean = False
+    try:
+        path = _train(args)
+        clean = True
+    finally:  # under torchrun: every rank leaves the process group before it exits, also after an error
+        distributed.shutdown(clean)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the job
+        print(path)
+
+
+def _train(args):
+    from metricad import pipeline
 
     if args.resume:
-        path = pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir)
-    elif not args.out:
+        return pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir)
+    if not args.out:
         raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
-    else:
-        config = training_config(args)
-        detector = {"index": args.index} if args.index else {}
-        if args.coreset:
-            detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
-                  f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
-        if args.normal_dir:
-            threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
-                         "target_fpr": args.target_fpr}
-            path = pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
-                                             args.image_size, args.channels, args.holdout, args.skip_bad_files,
-                                             threshold, args.device, args.overwrite, detector_params=detector)
-        else:
-            path = pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
-                                      args.device, detector, overwrite=args.overwrite,
-                                      val_anomalies=args.val_anomalies, val_seed=args.val_seed)
-    if distributed.is_main():  # under torchrun, one line for the job
-        print(path)
+    config = training_config(args)
+    detector = {"index": args.index} if args.index else {}
+    if args.coreset:
+        detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
+              f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
+    if args.normal_dir:
+        threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
+                     "target_fpr": args.target_fpr}
+        return pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
+                                         args.image_size, args.channels, args.holdout, args.skip_bad_files,
+                                         threshold, args.device, args.overwrite, detector_params=detector)
+    return pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
+                              args.device, detector, overwrite=args.overwrite,
+                              val_anomalies=args.val_anomalies, val_seed=args.val_seed)
 
 
 def cmd_evaluate(args) -> None:
@@ -75,11 +84,14 @@ def cmd_score(args) -> None:
               f"({summary['images']} in all)")
         return
     from metricad.data import load_images
+    from metricad.data.images import list_image_files
     from metricad.scorer import load_scorer
 
+    batch = len(args.files) == 1 and args.files[0].lower().endswith(".npy")
+    files = args.files if batch else list_image_files(args.files)  # folders, globs and lists, as with --out
     scorer = load_scorer(args.target, args.device, args.runtime or "torch")
     channels, size = scorer.input_spec
-    names, images = load_images(args.files, size, channels)
+    names, images = load_images(files, size, channels)
     scores = scorer.score_samples(images)
     labels = scorer.predict_scores(scores)
     normalized = scorer.normalized_score(scores)

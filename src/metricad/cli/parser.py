@@ -177,17 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "stdout, or, with --out, any number of images to a Parquet dataset, resumably")
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx, from "
                    "metricad export; needs no torch)")
-    p.add_argument("files", nargs="+", metavar="INPUT", help="image files or one .npy batch; with --out also "
-                   "folders (recursive), glob patterns and .txt lists of paths")
-    p.add_argument("--out", help="write a Parquet dataset here (path, score, label, model_id, error), chunk by "
-                   "chunk; a rerun scores only the images not there yet")
+    p.add_argument("files", nargs="+", metavar="INPUT", help="image files, folders (recursive), glob patterns and "
+                   ".txt lists of paths (a file named twice is scored once), or one .npy batch")
+    p.add_argument("--out", help="write a Parquet dataset here (path, score, label, model_id, error, "
+                   "normalized_score), chunk by chunk; a rerun scores only the images not there yet")
     p.add_argument("--chunk-size", type=int, default=1024, help="images read and scored at a time (with --out)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="with --out: score here, or on a Ray cluster through Ray Data (the 'ray' extra)")
     p.add_argument("--ray-address", help="the Ray cluster to join (default: a local Ray; 'auto': a running one)")
     p.add_argument("--actors", type=int, help="Ray actors scoring at once (default: the cluster's CPUs)")
     p.add_argument("--normalized", action="store_true",
-                   help="add a column 1 / (1 + exp(threshold - score)): 0.5 at the threshold, in (0, 1)")
+                   help="add a column 1 / (1 + exp(threshold - score)): 0.5 at the threshold, in (0, 1) "
+                        "(the Parquet output of --out always has it)")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, help="for a run directory (default: torch; onnx with --out)")
     p.set_defaults(func=commands.cmd_score)

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_image_files(specs) -> list[str]:
+    """Image paths, in a stable order, from folders (searched recursively), glob patterns, ``.txt`` lists (one
+    path a line) and files. A file reached twice (a folder and a glob over it, ``a/../a/x.png``, a link) is listed
+    once, under its first spelling: what is the same file is decided on resolved paths."""
+    paths, seen = [], set()
+    for spec in map(str, specs):
+        if os.path.isdir(spec):
+            found = sorted(str(p) for p in Path(spec).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        elif spec.endswith(".txt") and os.path.isfile(spec):
+            found = [line.strip() for line in Path(spec).read_text().splitlines() if line.strip()]
+        elif os.path.isfile(spec):
+            found = [spec]
+        else:
+            raise FileNotFoundError(f"{spec}: no such folder, file or matching path")
+        if not found:
+            raise ValueError(f"{spec}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
+    return paths
 
 
 def image_to_array(img, size: tuple[int, int], channels: int) -> np.ndarray:
