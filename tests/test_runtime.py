@@ -40,7 +40,11 @@ def test_onnx_scores_agree_with_torch(name, members, normalize):
         (torch_scores, torch_parts), (onnx_scores, onnx_parts) = torch_det.score_parts(queries), \
             onnx_det.score_parts(queries)
         np.testing.assert_allclose(onnx_parts, torch_parts, rtol=SCORE_RTOL, atol=1e-5)
-        np.testing.assert_allclose(onnx_scores, torch_scores, rtol=SCORE_RTOL, atol=Z_ATOL)
+        # A score is a mean of z-scores: the parts' tolerance divided by each expert's normal spread (which is
+        # float32 noise itself where an untrained model embeds every image alike).
+        std = torch_det.graph_.combiner.std.cpu().numpy()
+        z_atol = Z_ATOL + np.max((1e-5 + SCORE_RTOL * np.abs(torch_parts)) / std, axis=1)
+        assert np.all(np.abs(onnx_scores - torch_scores) <= z_atol + SCORE_RTOL * np.abs(torch_scores)), score
         assert onnx_det.offset_ == pytest.approx(torch_det.offset_, rel=SCORE_RTOL, abs=Z_ATOL)
 
 

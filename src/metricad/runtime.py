@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from metricad.bundle import make_session
+from metricad.scoring.experts import KnnDistance
 
 OUTPUTS = ("score", "parts")
 MAX_GRAPH_BYTES = 1 << 30  # the anchors become constants of the graph: stay well under protobuf's 2 GB limit
@@ -28,6 +29,9 @@ def export_graph(graph: nn.Module, input_spec: tuple[int, tuple[int, int]], opse
         raise ValueError(f"the scoring graph holds {size / 2**20:.0f} MB of anchors and weights, too many to export "
                          "as one ONNX graph: score it with runtime 'torch' (a faiss index for large banks)")
     graph = copy.deepcopy(graph).to("cpu").eval()
+    for module in graph.modules():  # a faiss index is no torch op and would be traced as a constant: the graph
+        if isinstance(module, KnnDistance):  # searches the same anchors exactly instead
+            module.search_index_ = None
     channels, (height, width) = input_spec
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -71,6 +75,9 @@ def export_run(path, out) -> str:
 
     run = open_run(path, device="cpu")
     detector = run.detector
+    exact = "" if detector.index == "exact" else (
+        f"; the run's {detector.index} index is exported as an exact search over the same "
+        f"{len(detector.anchor_indices_)} anchors")
     channels, (height, width) = detector.input_spec
     model = onnx.load_from_string(export_graph(detector.graph_, detector.input_spec))
     facts = {"format": FORMAT, "version": metricad.__version__, "model_id": run.model_id, "score": detector.score,
@@ -90,4 +97,4 @@ def export_run(path, out) -> str:
     atomic_write(out, lambda p: onnx.save(model, p))
     return (f"{out}: input 'images' float32 (N, {channels}, {height}, {width}) in [0, 1]; outputs 'score' (anomaly "
             f"when > {detector.offset_:.4f}) and 'parts'; model {run.model_id}, score {detector.score}, "
-            f"{out.stat().st_size / 2**20:.1f} MB")
+            f"{out.stat().st_size / 2**20:.1f} MB{exact}")

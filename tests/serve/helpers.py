@@ -1,9 +1,30 @@
-"""Starting a real service for the tests that need one (loopback only)."""
+"""Starting a real service for the tests that need one (loopback only), and the light install: the CLI in a
+subprocess with the training stack made unimportable."""
 
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 import urllib.request
+
+BLOCKED = ("torch", "torchvision", "sklearn", "pytorch_metric_learning", "matplotlib", "onnx", "faiss", "tqdm")
+PRELUDE = textwrap.dedent(f"""
+    import importlib.abc, sys
+
+    class TrainingStackAbsent(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in {BLOCKED!r}:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+    sys.meta_path.insert(0, TrainingStackAbsent())
+    from metricad.cli import main
+""")
+
+
+def light(*args: str, timeout: int = 120, **kwargs):
+    code = PRELUDE + f"\nrc = main({list(args)!r})\nassert not set(sys.modules) & {set(BLOCKED)!r}\nsys.exit(rc)\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import urllib.request
 
 import numpy as np
@@ -15,26 +14,7 @@ import pytest
 from PIL import Image
 
 from metricad.run import open_run
-from tests.serve.helpers import free_port, start_service
-
-BLOCKED = ("torch", "torchvision", "sklearn", "pytorch_metric_learning", "matplotlib", "onnx", "faiss", "tqdm")
-PRELUDE = textwrap.dedent(f"""
-    import importlib.abc, sys
-
-    class TrainingStackAbsent(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-
-    sys.meta_path.insert(0, TrainingStackAbsent())
-    from metricad.cli import main
-""")
-
-
-def light(*args: str, timeout: int = 120, **kwargs):
-    code = PRELUDE + f"\nrc = main({list(args)!r})\nassert not set(sys.modules) & {set(BLOCKED)!r}\nsys.exit(rc)\n"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)
-
+from tests.serve.helpers import PRELUDE, free_port, light, start_service
 
 @pytest.fixture(scope="module")
 def bundle(trained_run, tmp_path_factory):

@@ -20,13 +20,20 @@ def _as_2d_float(x, name: str, device=None) -> torch.Tensor:
 def knn_search(anchors: torch.Tensor, queries: torch.Tensor, k: int,
                anchor_sq_norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean distances ``(N, k)`` to the ``k`` nearest ``anchors`` and their indices, nearest first.
-    ``anchor_sq_norms`` (the anchors' squared lengths) may be passed in, computed once for many searches."""
+    ``anchor_sq_norms`` (the anchors' squared lengths) may be passed in, computed once for many searches.
+
+    The neighbours are found by one matrix multiply (|q|^2 + |a|^2 - 2 q.a); their distances are then taken
+    directly (|q - a| for the k found), because the expansion loses float32 precision to cancellation near zero:
+    an image beside its anchor (distance 0.003 on unit vectors) came out 1 % off, and differently in torch and
+    ONNX Runtime. The order within the k follows the exact distances."""
     if anchor_sq_norms is None:
         anchor_sq_norms = anchors.pow(2).sum(1)
     sq = torch.addmm(anchor_sq_norms.unsqueeze(0), queries, anchors.T, alpha=-2.0)
     sq = sq + queries.pow(2).sum(1, keepdim=True)
-    sq_dist, idx = torch.topk(sq, k, dim=1, largest=False)
-    return sq_dist.clamp(min=0.0).sqrt(), idx
+    idx = torch.topk(sq, k, dim=1, largest=False).indices
+    distances = (queries.unsqueeze(1) - anchors[idx]).norm(dim=2)
+    distances, order = distances.sort(dim=1)
+    return distances, idx.gather(1, order)
 
 
 class ExactIndex:
