@@ -46,8 +46,7 @@ def test_bench_inference_times_the_default_score_on_both_runtimes():
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("torch", 1), ("torch", 4), ("onnx", 1), ("onnx", 4)]
     default = PRESETS["default"]
     assert all((r["score"], r["members"]) == (default.score, default.ensemble) for r in rows)
-    for r in rows:  # the table's columns are one measurement seen three ways
-        assert r["images_per_second"] == pytest.approx(1000 / r["ms_per_image"])
+    assert all(r["anchors"] == 50 and 0 < r["ms_per_image"] < 10_000 for r in rows)  # timed on what it was told
 
 
 def test_protocol_tables_put_both_protocols_of_a_pair_side_by_side(tmp_path, capsys):

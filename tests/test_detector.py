@@ -82,9 +82,14 @@ def test_not_fitted_and_bad_parameters(model, normal_and_anomalous):
     normal, _ = normal_and_anomalous
     with pytest.raises(NotFittedError):
         Detector(model).score_samples(normal)
-    for bad in ({"k": 0}, {"n_anchors": 1000}, {"anchor_sampling": "best"}, {"contamination": 0.7},
-                {"runtime": "tpu"}, {"score": "knn+magic"}):
-        with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+    for bad, message in (({"k": 0}, "k must be a positive integer, got 0"),
+                         ({"n_anchors": 1000}, "n_anchors must be between 1 and the 120 normal images, got 1000"),
+                         ({"anchor_sampling": "best"}, "anchor_sampling must be 'first', 'random' or 'coreset', got "
+                                                       "'best'"),
+                         ({"contamination": 0.7}, r"contamination must be in \(0, 0.5\), got 0.7"),
+                         ({"runtime": "tpu"}, "runtime must be one of torch, onnx, got 'tpu'"),
+                         ({"score": "knn+magic"}, "unknown expert\\(s\\) 'magic' in score 'knn\\+magic'")):
+        with pytest.raises(ValueError, match=message):  # each value refused, by its own message
             Detector(model, device="cpu", **({"score": "knn"} | bad)).fit(normal)
     with pytest.raises(ValueError, match="needs the exact index"):
         Detector(model, score="knn", runtime="onnx", index="faiss-flat", device="cpu").fit(normal)

@@ -37,9 +37,10 @@ def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_f
     assert json.loads((run / "metrics.json").read_text())["auc"] == pytest.approx(built_in_auc, abs=1e-12)
 
 
-def make_folders(root, rng, n=60, size=(20, 24), mode="L"):
-    """normal/: dark images; reference/{a,b}/: a bright square at two places; val/ and test/: good + bright-blob
-    anomalies (other images in each)."""
+def make_folders(root, rng, n=60, size=(20, 24), mode="L", defect=None):
+    """normal/: dark images; reference/{a,b}/: a bright square at two places; val/ and test/: good + blob
+    anomalies (other images in each): a bright blob, or with ``defect`` a faint one, ``defect`` grey levels above
+    the noise (6: raw-pixel 1-NN no longer separates them, AUC about 0.7)."""
     def save(path, array):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).convert(mode).save(path)
@@ -57,13 +58,26 @@ def make_folders(root, rng, n=60, size=(20, 24), mode="L"):
         for i in range(20):
             save(root / folder / "good" / f"g{i}.png", noise())
             img = noise()
-            img[6:14, 6:14] = 255
+            img[6:14, 6:14] = 255 if defect is None else img[6:14, 6:14] + defect
             save(root / folder / "blob" / f"b{i}.png", img)
     return root
 
 
+def _raw_pixel_1nn_auc(root) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    def flat(folder):
+        return read_images(list_images(folder), (20, 24), 1)[0].reshape(-1, 480).astype(float)
+
+    normal, good, blob = flat(root / "normal"), flat(root / "test" / "good"), flat(root / "test" / "blob")
+    queries = np.concatenate([good, blob])
+    nearest = np.sqrt(((queries[:, None] - normal[None]) ** 2).sum(-1)).min(1)
+    return roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(blob))], nearest)
+
+
 def test_folder_run_end_to_end_with_thresholds(tmp_path):
-    root = make_folders(tmp_path / "data", np.random.default_rng(0))
+    # Faint defects (6 grey levels on noise of 40): raw pixels do not separate them, a trained model must.
+    root = make_folders(tmp_path / "data", np.random.default_rng(0), defect=6)
     assert infer_input_spec(list_images(root / "normal")) == (1, (20, 24))
     base = ["train", "--normal-dir", str(root / "normal"), "--reference-dir", str(root / "reference"), *TRAIN,
             "--batch-size", "16"]
@@ -83,7 +97,10 @@ def test_folder_run_end_to_end_with_thresholds(tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["test_images"] == str(root / "test") and metrics["threshold_set_on"]["mode"] == mode
         assert metrics["threshold_set_on"]["n_anomaly"] == 20  # the validation set's blobs
-        assert metrics["auc"] > 0.95  # bright blobs on dark noise are easy
+        # Measured (2026-12-01): 0.807 after these 2 epochs, 0.767 with the same model untrained (--lr 1e-9),
+        # raw-pixel 1-NN 0.710: a model that does not learn fails here. Deterministic on a CPU for a given thread
+        # count (README, "Repeatable results"); one of the 400 pairs is 0.0025 of AUC.
+        assert metrics["auc"] > 0.785 and _raw_pixel_1nn_auc(root) < 0.75
         detector = open_run(out).detector  # on the images it was set on, the threshold does what it promises
         val = read_images(list_images(root / "val" / "good"), (20, 24), 1)[0]
         if mode == "fpr":

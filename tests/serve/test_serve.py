@@ -259,7 +259,8 @@ def test_the_key_comes_from_the_environment_or_a_file_and_exposure_needs_one(tmp
 
 
 def test_sigterm_answers_every_request_already_accepted(trained_run, images, tmp_path):
-    """Requests wait in the batcher (a long --max-wait-ms) when SIGTERM arrives: each still gets its score."""
+    """Requests wait in the batcher (a batch window longer than the test) when SIGTERM arrives: each still gets
+    its score, from the one batch that shutdown scores."""
     import json
     import signal
     import subprocess
@@ -270,7 +271,7 @@ def test_sigterm_answers_every_request_already_accepted(trained_run, images, tmp
 
     port = free_port()
     server = start_service([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
-                            "--device", "cpu", "--max-batch", "64", "--max-wait-ms", "1500"], port,
+                            "--device", "cpu", "--max-batch", "64", "--max-wait-ms", "10000"], port,
                            stderr=subprocess.PIPE, text=True)
 
     def post(i):
@@ -281,13 +282,21 @@ def test_sigterm_answers_every_request_already_accepted(trained_run, images, tmp
 
     with ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(post, i) for i in range(8)]
-        time.sleep(0.5)  # the requests are in, their images queued for the 1.5 s batch window
+        # SIGTERM once all eight images wait in the batch being gathered (its window is 10 s): they are answered
+        # from that one batch. On a machine too slow to send eight requests in 10 s this fails, it cannot pass.
+        queued = f"http://127.0.0.1:{port}/metrics"
+        for _ in range(1200):
+            if _metric(urllib.request.urlopen(queued, timeout=10).read().decode(), "metricad_queue_depth") == 8:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the eight images never were all in the queue")
         server.send_signal(signal.SIGTERM)
         answers = [future.result() for future in pending]
     assert server.wait(timeout=60) in (0, -signal.SIGTERM)
     expected = open_run(trained_run, device="cpu").detector.score_samples(images)
     for i, (status, score) in enumerate(answers):
         assert status == 200 and score == pytest.approx(expected[i % 6], rel=1e-5, abs=1e-6)
-    # uvicorn waited for the eight requests; the batcher scored them, in the one batch the window had gathered.
+    # uvicorn waited for the eight requests; the batcher scored them in one batch when it stopped.
     assert "stopped after answering every accepted request" in (log := server.stderr.read())
     assert "1 batches scored" in log

@@ -80,8 +80,9 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
     try:
         form = await Request(request.scope, replay).form(max_files=limits.max_files, max_fields=limits.max_files)
     except Exception as exc:  # noqa: BLE001 - malformed multipart raises several types; all are the client's
-        too_many = "Too many" in str(exc)
-        raise HTTPException(413 if too_many else 400, f"malformed multipart body: {exc}") from exc
+        if "Too many" in str(exc):  # starlette's own count, stopped at the limit while parsing
+            raise HTTPException(413, f"more files in one request than the limit of {limits.max_files}") from exc
+        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
     files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
              if isinstance(value, UploadFile)]
     if not files:
@@ -200,7 +201,7 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
         body = await _read_body(request, limits.max_body_bytes)
         files = await _uploaded_images(request, body, limits)
         if len(files) > limits.max_files:
-            raise HTTPException(413, f"{len(files)} files in one request, the limit is {limits.max_files}")
+            raise HTTPException(413, f"{len(files)} files in one request: more than the limit of {limits.max_files}")
         channels, size = scorer.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]

@@ -45,11 +45,12 @@ class MicroBatcher:
                                             initializer=thread_setup)
         self.batches_scored = 0
         self.closing = False
+        self._gathering = 0  # images taken into the batch being gathered, not yet scoring
 
     @property
     def depth(self) -> int:
-        """Images queued and not yet taken into a batch."""
-        return 0 if self._queue is None else self._queue.qsize()
+        """Images waiting to be scored: queued, or in the batch still gathering for its window."""
+        return self._gathering + (0 if self._queue is None else self._queue.qsize())
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -78,18 +79,22 @@ class MicroBatcher:
 
     async def _next_batch(self) -> list:
         batch = [await self._queue.get()]
+        self._gathering = 1
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while len(batch) < self.max_batch:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+                self._gathering += 1
                 continue
             timeout = deadline - asyncio.get_running_loop().time()
             if timeout <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                self._gathering += 1
             except asyncio.TimeoutError:
                 break
+        self._gathering = 0
         return batch
 
     async def _run(self) -> None:
