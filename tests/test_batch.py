@@ -57,6 +57,8 @@ def test_a_folder_is_scored_into_parquet_as_the_detector_scores_it(bundle, image
     detector = open_run(trained_run, device="cpu").detector
     np.testing.assert_allclose(good.score, detector.score_samples(images), rtol=1e-4, atol=1e-3)
     assert list(good.label) == ["anomaly" if f else "normal" for f in detector.predict(images)]
+    # The column --normalized adds to the CSV is always in the Parquet output (it used to be dropped).
+    np.testing.assert_allclose(good.normalized_score, 1 / (1 + np.exp(detector.offset_ - good.score)), rtol=1e-5)
     assert set(table.model_id) == {open_run(trained_run).model_id}
     # A glob and a list of paths name the same images.
     (tmp_path / "paths.txt").write_text("\n".join(sorted(str(p) for p in image_folder.rglob("*.png"))[:10]))

@@ -50,9 +50,16 @@ def train_run(out, config: TrainConfig, normal: int = 7, anomaly: int = 9, limit
            "data": {"dataset": "fashion-mnist", "normal": normal, "anomaly": anomaly, "limit": limit,
                     "split_seed": config.seed, "holdout": config.holdout,
                     **({"val_anomalies": val_anomalies, "val_seed": val_seed} if val_anomalies else {})},
-           "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite}
+           "training": config.to_dict(), "detector": detector_params or {}, "overwrite": overwrite,
+           "threads": _threads()}
     split = load_split(job["data"], data_dir)  # fails early (no data, bad classes) before anything is written
     return _run_job(_start(out, job), out, job, split, device, progress)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _start(out: Path, job: dict) -> Path:
@@ -121,7 +128,7 @@ def train_folder_run(out, config: TrainConfig, normal_dir, reference_dir, val_di
             print(f"  {path}: {reason}", file=sys.stderr)
     job = {"metricad_version": metricad.__version__, "data": data, "training": config.to_dict(),
            "detector": detector_params or {}, "threshold": threshold, "overwrite": overwrite,
-           "skipped_files": skipped}
+           "skipped_files": skipped, "threads": _threads()}
     return _run_job(_start(out, job), out, job, split, device, progress)
 
 
@@ -129,6 +136,10 @@ def resume_run(out, device=None, progress: bool = True, data_dir=None) -> Path:
     """Continue the interrupted training of ``out`` from its last complete checkpoint, then finish the run."""
     out = Path(out)
     job = run_dir.read_job(out)
+    if job.get("threads"):  # the thread count it started with: the same sums, the uninterrupted run's weights
+        import torch
+
+        torch.set_num_threads(job["threads"])
     device = distributed.init(device) or device
     return _run_job(run_dir.partial_dir(out), out, job, load_split(job["data"], data_dir), device, progress)
 
@@ -188,7 +199,8 @@ def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) ->
         if job.get("skipped_files"):
             write_json(work / "skipped_files.json", job["skipped_files"])
         run_dir.write_run(work, detector, {"data": job["data"], "training": job["training"],
-                                           "training_seconds": seconds, "processes": distributed.world()})
+                                           "training_seconds": seconds, "processes": distributed.world(),
+                                           "threads": job.get("threads")})
         run_dir.finish_partial(work, out, [checkpoint_file(i) for i in range(config.ensemble)])
     distributed.barrier()
     return out

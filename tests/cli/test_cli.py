@@ -110,9 +110,23 @@ def test_score_bad_input_is_a_clear_error(trained_run, tmp_path, capsys):
     assert main(["score", str(trained_run), str(tmp_path / "broken.png")]) == 2
     assert "broken.png: not a readable image" in capsys.readouterr().err
     assert main(["score", str(trained_run), str(tmp_path / "absent.png")]) == 2
-    assert "absent.png: no such file" in capsys.readouterr().err
+    assert "absent.png: no such folder, file or matching path" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "no-run"), str(tmp_path / "broken.png")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_score_to_csv_takes_folders_as_the_parquet_output_does(trained_run, tmp_path, capsys):
+    images = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    (tmp_path / "cam" / "deeper").mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "cam" / ("deeper" if i == 2 else "") / f"{i}.png")
+    capsys.readouterr()
+    assert main(["score", str(trained_run), str(tmp_path / "cam"), "--normalized"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["path", "score", "label", "normalized_score"] and len(rows) == 4
+    expected = open_run(trained_run, device="cpu").detector.score_samples(images)
+    by_name = {row[0].rsplit("/", 1)[1]: float(row[1]) for row in rows[1:]}
+    np.testing.assert_allclose([by_name[f"{i}.png"] for i in range(3)], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_benchmark_writes_both_tables(trained_run, fake_fashion_dir, capsys):

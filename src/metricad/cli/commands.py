@@ -36,9 +36,21 @@ def cmd_train(args) -> None:
         print(path)
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads for this job. With the seed, they decide the float32 sums' order, and so
+    the exact weights (README, "Repeatable results"); the run records the count it trained with."""
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def _train(args):
     from metricad import pipeline
 
+    set_threads(getattr(args, "threads", None))
     if args.resume:
         return pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir)
     if not args.out:
@@ -150,6 +162,7 @@ def cmd_compare(args) -> None:
 def cmd_reproduce(args) -> None:
     from metricad.reproduce import reproduce
 
+    set_threads(args.threads)
     print("\n".join(reproduce(args.out, training_config(args), args.normal, args.anomaly, args.limit,
                               args.data_dir, args.device, args.overwrite, args.val_anomalies, args.val_seed)))
 

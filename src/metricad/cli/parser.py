@@ -121,6 +121,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    "anchors, to normalise the experts and set the threshold on (default: the preset's; 0.1 for "
                    "folders)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's, one per core); with the "
+                   "seed they fix the exact weights, and the run records them")
     p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
