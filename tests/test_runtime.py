@@ -51,7 +51,7 @@ def test_onnx_scores_agree_with_torch(name, members, normalize):
 def test_the_bundle_scores_like_its_run_without_torch_objects(tmp_path, trained_run, capsys):
     """The exported bundle equals the run's scores (to Z_ATOL) and carries what a scorer needs as metadata; ONNX
     Runtime alone runs it."""
-    from metricad.bundle import Bundle
+    from metricad.deploy.bundle import Bundle
     from metricad.run import open_run
 
     assert main(["export", str(trained_run), "--out", str(tmp_path / "part.onnx")]) == 0
@@ -71,7 +71,7 @@ def test_the_bundle_scores_like_its_run_without_torch_objects(tmp_path, trained_
 
 
 def test_a_model_that_is_not_a_bundle_is_refused_by_name(tmp_path):
-    from metricad.bundle import Bundle
+    from metricad.deploy.bundle import Bundle
 
     import onnx
     from onnx import TensorProto, helper

@@ -5,14 +5,14 @@ images as anchors, and score a new image by experts (its k-NN distance to the an
 normalised on normal images and averaged: higher = more anomalous.
 
 The names below are imported on first use, so that ``import metricad`` needs neither torch nor the web stack
-(a light install scores model bundles with ``metricad.bundle.Bundle``).
+(a light install scores model bundles with ``metricad.Bundle``).
 """
 
 __version__ = "0.1.0"
 
 _EXPORTS = {"Detector": "metricad.detector", "NotFittedError": "metricad.detector", "PRESETS": "metricad.recipe",
             "TrainConfig": "metricad.recipe", "train_embedding": "metricad.training", "open_run": "metricad.run",
-            "Bundle": "metricad.bundle"}
+            "Bundle": "metricad.deploy.bundle"}
 __all__ = [*_EXPORTS, "__version__"]
 
 

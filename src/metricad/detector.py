@@ -222,7 +222,7 @@ class Detector(BaseEstimator):
     def _start_runtime(self) -> None:
         self.session_ = None
         if self.runtime == "onnx":
-            from metricad.runtime import OnnxScorer
+            from metricad.scoring.onnx_graph import OnnxScorer
 
             self.session_ = OnnxScorer(self.graph_, self.input_spec, use_cuda=self.device_.type == "cuda")
 

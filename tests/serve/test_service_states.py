@@ -121,7 +121,7 @@ def test_503_for_an_image_that_arrives_while_shutting_down(trained_run):
     is answered 503 ("shutting down"), never dropped or left hanging."""
     import httpx
 
-    from metricad.scorer import load_scorer
+    from metricad.deploy.scorer import load_scorer
 
     app = create_app(trained_run, ServiceLimits(max_wait_ms=1), scorer=load_scorer(trained_run, "cpu"))
 

@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_score(args) -> None:
     if args.out:
-        from metricad.batch import score_to_parquet
+        from metricad.deploy.batch import score_to_parquet
 
         summary = score_to_parquet(args.target, args.files, args.out, args.chunk_size, args.engine, args.device,
                                    args.runtime or "onnx", args.ray_address, args.actors)
@@ -97,7 +97,7 @@ def cmd_score(args) -> None:
         return
     from metricad.data import load_images
     from metricad.data.images import list_image_files
-    from metricad.scorer import load_scorer
+    from metricad.deploy.scorer import load_scorer
 
     batch = len(args.files) == 1 and args.files[0].lower().endswith(".npy")
     files = args.files if batch else list_image_files(args.files)  # folders, globs and lists, as with --out
@@ -120,7 +120,7 @@ def cmd_benchmark(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from metricad.runtime import export_run
+    from metricad.deploy.export import export_run
 
     out = Path(args.out) if args.out else Path(args.run) / "model.onnx"
     print(export_run(args.run, out))

@@ -24,7 +24,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 import metricad
-from metricad.scorer import load_scorer
+from metricad.deploy.scorer import load_scorer
 from metricad.serve.auth import authorized, check_exposure
 from metricad.serve.batching import MicroBatcher, ShuttingDown
 from metricad.serve.decode import BadImage, decode_image

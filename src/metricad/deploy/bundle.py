@@ -1,7 +1,7 @@
 """The one-file model bundle, torch-free: an ONNX file holding a run's whole scoring graph (every model and expert,
 the anchors, the normalisation) and, as metadata, what is needed to feed it and to decide.
 
-``metricad export RUN --out part.onnx`` writes one (``metricad.runtime.export_run``); a light install
+``metricad export RUN --out part.onnx`` writes one (``metricad.deploy.export``); a light install
 (``pip install metricad``: numpy, Pillow, safetensors, ONNX Runtime) scores it with ``Bundle``::
 
     bundle = Bundle("part.onnx")
@@ -17,27 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from metricad.preprocessing import to_model_array
+from metricad.scoring.onnx_session import make_session
 from metricad.thresholds import is_anomalous, normalized_score
 
 FORMAT = "metricad-bundle-1"
 PREFIX = "metricad."
 REQUIRED = ("format", "version", "model_id", "score", "threshold", "threshold_set_on", "input", "preprocessing")
-
-
-def make_session(onnx_model: bytes | str, threads: int | None = None, use_cuda: bool = False,
-                 spinning: bool = True):
-    """An ONNX Runtime session with every graph optimisation; CUDA first when asked for and available. Spinning
-    worker threads answer the next batch sooner; turn it off when other work shares the cores."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    use_cuda = use_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
-    providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
-    return ort.InferenceSession(onnx_model, options, providers=providers)
 
 
 def bundle_metadata(facts: dict) -> dict[str, str]:
@@ -46,7 +31,7 @@ def bundle_metadata(facts: dict) -> dict[str, str]:
 
 
 class Bundle:
-    """A model bundle ready to score: the scorer interface of ``metricad.detector.Detector`` without torch."""
+    """A model bundle ready to score: the ``metricad.deploy.scorer.Scorer`` interface without torch."""
 
     def __init__(self, path, threads: int | None = None, use_cuda: bool = False, batch_size: int = 512):
         self.path, self.batch_size = Path(path), batch_size

@@ -1,7 +1,7 @@
 """The scoring graph on ONNX Runtime: exported whole (models, experts, anchors, normalisation) and run in one call.
 
-``Detector(runtime="onnx")`` scores through ``OnnxScorer``; ``metricad.bundle`` writes the same export, with its
-metadata, as a one-file model bundle.
+``Detector(runtime="onnx")`` scores through ``OnnxScorer``; ``metricad.deploy.export`` writes the same export,
+with its metadata, as a one-file model bundle.
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn as nn
 
-from metricad.bundle import make_session
 from metricad.scoring.experts import KnnDistance
+from metricad.scoring.onnx_session import make_session
 
 OUTPUTS = ("score", "parts")
 MAX_GRAPH_BYTES = 1 << 30  # the anchors become constants of the graph: stay well under protobuf's 2 GB limit
@@ -62,39 +60,3 @@ class OnnxScorer:
             width = self.session.get_outputs()[1].shape[1]
             return np.empty(0, np.float32), np.empty((0, width if isinstance(width, int) else 0), np.float32)
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
-
-
-def export_run(path, out) -> str:
-    """Write the run at ``path`` as a one-file model bundle ``out`` (see ``metricad.bundle``); returns a summary."""
-    import onnx
-
-    import metricad
-    from metricad.bundle import FORMAT, bundle_metadata
-    from metricad.files import atomic_write
-    from metricad.run import open_run
-
-    run = open_run(path, device="cpu")
-    detector = run.detector
-    exact = "" if detector.index == "exact" else (
-        f"; the run's {detector.index} index is exported as an exact search over the same "
-        f"{len(detector.anchor_indices_)} anchors")
-    channels, (height, width) = detector.input_spec
-    model = onnx.load_from_string(export_graph(detector.graph_, detector.input_spec))
-    facts = {"format": FORMAT, "version": metricad.__version__, "model_id": run.model_id, "score": detector.score,
-             "threshold": detector.offset_, "threshold_set_on": detector.threshold_,
-             "input": {"name": "images", "channels": channels, "height": height, "width": width,
-                       "layout": "NCHW", "dtype": "float32", "range": [0, 1]},
-             "preprocessing": {"decode": "Pillow", "mode": "L" if channels == 1 else "RGB",
-                               "resize": "bilinear to height x width", "scale": "uint8 / 255"},
-             "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > threshold",
-                         "parts": "(N, members x experts) raw expert scores"},
-             "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
-             "models": run.config["models"]}
-    for key, value in bundle_metadata(facts).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    out = Path(out)
-    atomic_write(out, lambda p: onnx.save(model, p))
-    return (f"{out}: input 'images' float32 (N, {channels}, {height}, {width}) in [0, 1]; outputs 'score' (anomaly "
-            f"when > {detector.offset_:.4f}) and 'parts'; model {run.model_id}, score {detector.score}, "
-            f"{out.stat().st_size / 2**20:.1f} MB{exact}")

@@ -1,4 +1,5 @@
-"""``metricad score ... --engine ray``: the batch scoring of ``metricad.batch`` on a Ray cluster, through Ray Data.
+"""``metricad score ... --engine ray``: the batch scoring of ``metricad.deploy.batch`` on a Ray cluster, through
+Ray Data.
 
 Paths are a Ray dataset; ``map_batches`` sends chunks to a pool of actors, each holding one scorer (a model
 bundle on ONNX Runtime, or a run's detector) loaded once; the rows are written as Parquet by Ray. A local Ray is
@@ -14,13 +15,13 @@ class ChunkScorer:
     """A Ray actor: the scorer, loaded once, scoring each chunk of paths Ray Data sends."""
 
     def __init__(self, target: str, runtime: str):
-        from metricad.scorer import load_scorer
+        from metricad.deploy.scorer import load_scorer
 
         # One thread an actor: Ray runs as many actors as the cluster has CPUs.
         self.scorer = load_scorer(target, runtime=runtime, threads=1)
 
     def __call__(self, batch: dict):
-        from metricad.batch import arrow_table, score_chunk
+        from metricad.deploy.chunks import arrow_table, score_chunk
 
         return arrow_table(score_chunk(self.scorer, [str(p) for p in batch["path"]]))
 

@@ -1,12 +1,38 @@
 """What scores images for ``metricad score`` and ``metricad serve``: a model bundle (an ``.onnx`` file, torch-free)
-or a run directory (needs the ``train`` extra). Both answer the same small interface: ``score_samples``,
-``predict_scores`` (the decision), ``normalized_score``, ``input_spec``, ``offset_``, ``model_id`` and
-``describe()``.
+or a run directory (needs the ``train`` extra), behind one interface, ``Scorer``, that a fitted
+``metricad.Detector`` satisfies too (a conformance test checks all three).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores images and decides: higher score = more anomalous, anomaly when score > ``offset_`` (the one rule,
+    ``metricad.thresholds.is_anomalous``). ``input_spec`` is ``(channels, (height, width))``."""
+
+    input_spec: tuple[int, tuple[int, int]]
+    offset_: float
+
+    def score_samples(self, images) -> np.ndarray: ...
+
+    def predict_scores(self, scores) -> np.ndarray: ...
+
+    def normalized_score(self, scores) -> np.ndarray: ...
+
+
+@runtime_checkable
+class DeployedScorer(Scorer, Protocol):
+    """A ``Scorer`` loaded from a file for the line: it also names its model and describes itself (``/info``)."""
+
+    model_id: str
+
+    def describe(self) -> dict: ...
 
 
 def is_bundle(target) -> bool:
@@ -14,7 +40,7 @@ def is_bundle(target) -> bool:
 
 
 class RunScorer:
-    """A run directory's detector behind the scorer interface."""
+    """A run directory's detector as a ``DeployedScorer``."""
 
     def __init__(self, path, device=None, runtime: str = "torch"):
         from metricad.run import open_run
@@ -45,9 +71,9 @@ class RunScorer:
 
 
 def load_scorer(target, device=None, runtime: str = "torch", threads: int | None = None):
-    """The scorer of ``target``: a ``Bundle`` for an ``.onnx`` file, else a ``RunScorer``."""
+    """The ``DeployedScorer`` of ``target``: a ``Bundle`` for an ``.onnx`` file, else a ``RunScorer``."""
     if is_bundle(target):
-        from metricad.bundle import Bundle
+        from metricad.deploy.bundle import Bundle
 
         return Bundle(target, threads=threads, use_cuda=device is not None and str(device).startswith("cuda"))
     scorer = RunScorer(target, device, runtime)

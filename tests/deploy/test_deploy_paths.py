@@ -94,7 +94,7 @@ def test_a_faiss_run_is_exported_as_an_exact_search_over_its_anchors(index, tmp_
     capsys.readouterr()
     assert main(["export", str(run), "--out", str(bundle)]) == 0
     assert f"the run's {index} index is exported as an exact search" in capsys.readouterr().out
-    from metricad.bundle import Bundle
+    from metricad.deploy.bundle import Bundle
 
     queries = np.random.default_rng(1).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     scores, parts = Bundle(bundle).score_parts(queries)  # not the constant a traced faiss search would give
@@ -153,7 +153,7 @@ def test_a_truncated_safetensors_file_is_refused_by_name(run_copy, name):
 def test_a_bundle_of_another_format_version_is_refused_by_name(trained_run, tmp_path):
     import onnx
 
-    from metricad.bundle import Bundle
+    from metricad.deploy.bundle import Bundle
 
     bundle = tmp_path / "part.onnx"
     assert main(["export", str(trained_run), "--out", str(bundle)]) == 0

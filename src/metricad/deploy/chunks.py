@@ -1,0 +1,49 @@
+"""One chunk of a batch job, as both engines (``metricad.deploy.batch``, local; ``metricad.deploy.batch_ray``,
+Ray) score and write it: the rows of a list of paths, and the one Arrow schema every part file has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from metricad.data.images import read_image
+
+COLUMNS = ("path", "score", "label", "model_id", "error", "normalized_score")
+
+
+def part_schema():
+    import pyarrow as pa
+
+    return pa.schema([("path", pa.string()), ("score", pa.float32()), ("label", pa.string()),
+                      ("model_id", pa.string()), ("error", pa.string()), ("normalized_score", pa.float32())])
+
+
+def arrow_table(rows: dict):
+    """A chunk's rows as an Arrow table of the one schema every part has (an all-empty ``error`` column would
+    otherwise be typed null in one part and string in another)."""
+    import pyarrow as pa
+
+    return pa.table({name: rows[name] for name in COLUMNS}, schema=part_schema())
+
+
+def score_chunk(scorer, paths) -> dict[str, list]:
+    """One chunk's rows: unreadable files get a row of their own (label ``unreadable``) instead of stopping a
+    job of millions of images."""
+    channels, size = scorer.input_spec
+    images, good, errors = [], [], {}
+    for path in paths:
+        try:
+            images.append(read_image(Path(path), size, channels))
+            good.append(path)
+        except ValueError as exc:
+            errors[path] = str(exc)
+    scores = scorer.score_samples(np.stack(images)) if images else np.empty(0, np.float32)
+    flagged, normalized = scorer.predict_scores(scores), scorer.normalized_score(scores)
+    by_path = {p: (float(s), "anomaly" if f else "normal", float(n))
+               for p, s, f, n in zip(good, scores, flagged, normalized)}
+    nan = (float("nan"), "unreadable", float("nan"))
+    return {"path": list(paths),
+            "score": [by_path.get(p, nan)[0] for p in paths], "label": [by_path.get(p, nan)[1] for p in paths],
+            "model_id": [scorer.model_id] * len(paths), "error": [errors.get(p) for p in paths],
+            "normalized_score": [by_path.get(p, nan)[2] for p in paths]}

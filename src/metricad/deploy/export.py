@@ -1,0 +1,43 @@
+"""``metricad export RUN --out part.onnx``: a run written as the one-file model bundle (``metricad.deploy.bundle``):
+its whole scoring graph as ONNX, and as metadata what a torch-free scorer needs to feed it and to decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import metricad
+from metricad.deploy.bundle import FORMAT, bundle_metadata
+from metricad.files import atomic_write
+from metricad.run import open_run
+from metricad.scoring.onnx_graph import export_graph
+
+
+def export_run(path, out) -> str:
+    """Write the run at ``path`` as the model bundle ``out``; returns a one-line summary."""
+    import onnx
+
+    run = open_run(path, device="cpu")
+    detector = run.detector
+    exact = "" if detector.index == "exact" else (
+        f"; the run's {detector.index} index is exported as an exact search over the same "
+        f"{len(detector.anchor_indices_)} anchors")
+    channels, (height, width) = detector.input_spec
+    model = onnx.load_from_string(export_graph(detector.graph_, detector.input_spec))
+    facts = {"format": FORMAT, "version": metricad.__version__, "model_id": run.model_id, "score": detector.score,
+             "threshold": detector.offset_, "threshold_set_on": detector.threshold_,
+             "input": {"name": "images", "channels": channels, "height": height, "width": width,
+                       "layout": "NCHW", "dtype": "float32", "range": [0, 1]},
+             "preprocessing": {"decode": "Pillow", "mode": "L" if channels == 1 else "RGB",
+                               "resize": "bilinear to height x width", "scale": "uint8 / 255"},
+             "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > threshold",
+                         "parts": "(N, members x experts) raw expert scores"},
+             "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
+             "models": run.config["models"]}
+    for key, value in bundle_metadata(facts).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    out = Path(out)
+    atomic_write(out, lambda p: onnx.save(model, p))
+    return (f"{out}: input 'images' float32 (N, {channels}, {height}, {width}) in [0, 1]; outputs 'score' (anomaly "
+            f"when > {detector.offset_:.4f}) and 'parts'; model {run.model_id}, score {detector.score}, "
+            f"{out.stat().st_size / 2**20:.1f} MB{exact}")
