@@ -30,8 +30,7 @@ from metricad.data import load_fashion_mnist, make_split, validation_split
 from metricad.pipeline import fit_detector, train_members
 from metricad.recipe import LOSSES_WITH_CENTRES, PRESETS, TrainConfig
 from metricad.scoring.combine import ZScoreMean
-from metricad.scoring.experts import expert_key
-from metricad.scoring.names import parse_score
+from metricad.scoring.spec import ScoreSpec
 
 # (normal, anomaly, stand-in) triples: five pairs, each with a close stand-in from its own reference classes (a
 # far one scores 1.000 for every candidate and tells nothing). Each trains without its anomaly and its stand-in.
@@ -47,17 +46,17 @@ def probe_arrays(models, split, probed: str = PROBED) -> dict:
     detector = fit_detector(models, split, probed)
     return {"test_parts": detector.score_parts(split.test_images)[1],
             "normal_parts": detector.normal_parts_.numpy(), "is_anomaly": split.test_is_anomaly,
-            "experts": np.array(parse_score(probed)), "members": np.array(len(models))}
+            "experts": np.array(ScoreSpec.parse(probed).keys), "members": np.array(len(models))}
 
 
 def score_from_parts(arrays: dict, score: str, members=None) -> np.ndarray:
     """``score`` of the probed images, computed from their saved parts as the detector computes it; ``members``
     (indices) keeps only those ensemble members."""
     experts = [str(name) for name in arrays["experts"]]
-    names = parse_score(score)
+    spec = ScoreSpec.parse(score)
     kept = range(int(arrays["members"])) if members is None else members
-    columns = [m * len(experts) + experts.index(expert_key(name)) for m in kept for name in names]
-    combiner = ZScoreMean([name == "excess-margin" for name in names] * len(kept))
+    columns = [m * len(experts) + experts.index(key) for m in kept for key in spec.keys]
+    combiner = ZScoreMean(list(spec.one_sided) * len(kept))
     combiner.fit(torch.as_tensor(arrays["normal_parts"][:, columns], dtype=torch.float32))
     with torch.no_grad():
         return combiner(torch.as_tensor(arrays["test_parts"][:, columns], dtype=torch.float32)).numpy()
@@ -67,7 +66,7 @@ def score_arrays(arrays: dict) -> dict:
     """The AUC of each of ``SCORES`` the probe can compute, with every member and, for an ensemble, with its
     first member alone (``member0:``)."""
     experts = {str(name) for name in arrays["experts"]}
-    usable = [s for s in SCORES if {expert_key(n) for n in parse_score(s)} <= experts]
+    usable = [s for s in SCORES if set(ScoreSpec.parse(s).keys) <= experts]
     aucs = {s: _auc(arrays["is_anomaly"], score_from_parts(arrays, s)) for s in usable}
     if int(arrays["members"]) > 1:
         aucs |= {f"member0:{s}": _auc(arrays["is_anomaly"], score_from_parts(arrays, s, [0])) for s in usable}

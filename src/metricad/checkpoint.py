@@ -20,7 +20,6 @@ from safetensors.torch import save_file
 
 from metricad.files import atomic_write
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 _META_KEY = "metricad_checkpoint"
 
 

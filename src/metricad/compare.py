@@ -28,8 +28,7 @@ from metricad.data import CLASS_NAMES, AnomalySplit, load_split, validation_spli
 from metricad.files import write_json, write_text
 from metricad.preprocessing import to_model_input
 from metricad.recipe import METHODS, PRESETS, TrainConfig
-from metricad.scoring.experts import expert_key
-from metricad.scoring.names import parse_score
+from metricad.scoring.spec import ScoreSpec
 
 # The baselines train on the normal and reference images alone, one model each, without the shifted negatives
 # (rotated normal images as extra classes) that are part of metricad's own recipe, scored by the k-NN distance.
@@ -113,9 +112,9 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
         # Every expert fitted once; the default's score and each expert alone share them (no image embedded twice).
         union = fit_detector(models, split, selection.union_for(models), device=device)
         scorers = {method: union.with_score(config.score)}
-        names = parse_score(config.score)
-        if len(names) > 1:  # each expert alone, from the same models and anchors
-            scorers |= {f"{method}[{expert_key(n)}]": union.with_score(expert_key(n)) for n in names}
+        keys = ScoreSpec.parse(config.score).keys
+        if len(keys) > 1:  # each expert alone, from the same models and anchors
+            scorers |= {f"{method}[{key}]": union.with_score(key) for key in keys}
         return {"scorers": scorers, "union": union, "train_seconds": time.perf_counter() - start}
     elif method in _TRAINED:
         config = replace(method_config(method, base), seed=seed)

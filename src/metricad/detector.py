@@ -17,10 +17,9 @@ from sklearn.base import BaseEstimator
 from metricad import distributed
 from metricad.preprocessing import to_model_array, to_model_input
 from metricad.recipe import PRESETS, RUNTIMES
-from metricad.scoring.combine import ZScoreMean
-from metricad.scoring.experts import MAP_DIM, build_expert, expert_key
+from metricad.scoring.experts import MAP_DIM, build_expert
 from metricad.scoring.graph import MemberScorer, ScoringGraph
-from metricad.scoring.names import needs_class_centres, parse_score
+from metricad.scoring.spec import ScoreSpec
 from metricad.thresholds import is_anomalous, normalized_score, threshold_for
 
 
@@ -38,7 +37,7 @@ class Detector(BaseEstimator):
     Parameters
     ----------
     model : an embedding model (``metricad.models``), or a list of them (an ensemble: their scores are averaged).
-    score : expert names joined by "+" (``metricad.scoring.names``); each expert is z-scored on normal images and
+    score : expert names joined by "+" (``metricad.scoring.spec``); each expert is z-scored on normal images and
         the z-scores averaged. The default is the default preset's.
     k : the k-NN experts average the distances to the k nearest anchors (the original used k=1).
     n_anchors, anchor_sampling : keep n_anchors of the normal images as anchors (None: all), the ``"first"`` ones
@@ -76,8 +75,12 @@ class Detector(BaseEstimator):
     def models(self) -> list[nn.Module]:
         return list(self.model) if isinstance(self.model, (list, tuple, nn.ModuleList)) else [self.model]
 
+    @property
+    def score_spec(self) -> ScoreSpec:
+        return ScoreSpec.parse(self.score)
+
     def _check_params(self, n_images: int) -> None:
-        parse_score(self.score)
+        spec = self.score_spec
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if self.anchor_sampling not in ("first", "random", "coreset"):
@@ -93,7 +96,7 @@ class Detector(BaseEstimator):
                              f"index; score a {self.index!r} index with runtime 'torch'")
         if not self.models or not all(isinstance(m, nn.Module) for m in self.models):
             raise ValueError("model must be an embedding model (metricad.models) or a list of them")
-        if needs_class_centres(self.score) and any(getattr(m, "class_centres", None) is None for m in self.models):
+        if spec.needs_centres and any(getattr(m, "class_centres", None) is None for m in self.models):
             raise ValueError(f"score {self.score!r}: the margin experts need models trained with class centres (a "
                              "cosface or arcface loss); score these models by knn, fmap or pca instead")
 
@@ -122,15 +125,14 @@ class Detector(BaseEstimator):
         self.device_ = torch.device(self.device) if self.device is not None else default_device()
         self.normal_images_ = normal_images
         self.anchor_indices_ = self.select_anchors(normal_images)
-        names = parse_score(self.score)
+        spec = self.score_spec
         x = self.model_input(normal_images[self.anchor_indices_])
-        members = [self._fit_member(model, names, x) for model in self.models]
-        combiner = ZScoreMean([name == "excess-margin" for name in names] * len(members))
-        self.graph_ = ScoringGraph(members, combiner).to(self.device_).eval()
+        self.graph_ = ScoringGraph.assemble(self.models, [self._fit_experts(model, spec, x) for model in self.models],
+                                            spec).to(self.device_).eval()
         self.holdout_images_ = None if holdout_images is None or not len(holdout_images) else np.asarray(
             holdout_images)
         self.normal_parts_ = self._normal_parts()
-        combiner.fit(self.normal_parts_.to(self.device_))
+        self.graph_.combiner.fit(self.normal_parts_.to(self.device_))
         self._start_runtime()
         self._set_normal_threshold()
         return self
@@ -155,10 +157,10 @@ class Detector(BaseEstimator):
             self.offset_ = float(np.quantile(normal_scores, 1.0 - self.contamination))
             self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
 
-    def _fit_member(self, model: nn.Module, names, x: torch.Tensor) -> MemberScorer:
+    def _fit_experts(self, model: nn.Module, spec: ScoreSpec, x: torch.Tensor) -> dict:
+        """The experts ``spec`` reads, fitted on the anchors ``x`` as ``model`` sees them."""
         model = model.to(self.device_).eval()
-        experts = {expert_key(name): build_expert(name, self.k, self.fmap_dim, self.random_state, self.index)
-                   for name in names}
+        experts = {key: build_expert(key, self.k, self.fmap_dim, self.random_state, self.index) for key in spec.keys}
         member = MemberScorer(model, experts).to(self.device_)
         with torch.no_grad():
             for expert in experts.values():
@@ -168,7 +170,28 @@ class Detector(BaseEstimator):
                        for i in range(0, len(mine), self.batch_size)]
             for j, expert in enumerate(experts.values()):
                 expert.fit(model, distributed.gather_rows(torch.cat([batch[j] for batch in batches])))
-        return member
+        return experts
+
+    @classmethod
+    def from_fitted(cls, params: dict, graph: ScoringGraph, normal_images, anchor_indices, holdout_images,
+                    normal_parts: torch.Tensor, offset: float | None = None, threshold: dict | None = None,
+                    selection: dict | None = None) -> "Detector":
+        """A fitted detector from what fitting learns (a run's saved state, or a detector scored another way):
+        nothing is embedded or fitted again. Without ``offset``, the threshold is set on ``normal_parts``."""
+        detector = cls(**params)
+        detector._check_params(len(normal_images))
+        detector.device_ = torch.device(detector.device) if detector.device is not None else default_device()
+        detector.normal_images_, detector.anchor_indices_ = np.asarray(normal_images), np.asarray(anchor_indices)
+        detector.holdout_images_ = holdout_images
+        detector.graph_, detector.normal_parts_ = graph.to(detector.device_).eval(), normal_parts
+        detector._start_runtime()
+        if offset is None:
+            detector._set_normal_threshold()
+        else:
+            detector.offset_, detector.threshold_ = float(offset), dict(threshold)
+        if selection is not None:
+            detector.selection_ = selection
+        return detector
 
     @property
     def anchor_images_(self) -> np.ndarray:
@@ -186,23 +209,16 @@ class Detector(BaseEstimator):
         """This detector scored by ``score``. Experts this one has already fitted are shared and keep their
         normalisation (no image is embedded again); a score needing another expert refits."""
         self._check_fitted()
-        names = parse_score(score)
-        members = self.graph_.members
-        if not all(expert_key(name) in members[0].experts for name in names):
+        spec, members = ScoreSpec.parse(score), self.graph_.members
+        fitted = list(members[0].experts)
+        if not set(spec.keys) <= set(fitted):
             return self.refit(score=score)
-        derived = type(self)(**(self.get_params() | {"score": score}))
-        columns = [m * len(members[0].experts) + list(members[0].experts).index(expert_key(name))
-                   for m in range(len(members)) for name in names]
-        kept = [MemberScorer(member.model, {expert_key(n): member.experts[expert_key(n)] for n in names})
-                for member in members]
-        combiner = self.graph_.combiner.subset(columns, [name == "excess-margin" for name in names] * len(members))
-        derived.__dict__.update(device_=self.device_, normal_images_=self.normal_images_,
-                                anchor_indices_=self.anchor_indices_, holdout_images_=self.holdout_images_,
-                                normal_parts_=self.normal_parts_[:, columns],
-                                graph_=ScoringGraph(kept, combiner).eval())
-        derived._start_runtime()
-        derived._set_normal_threshold()
-        return derived
+        columns = spec.columns(fitted, len(members))
+        graph = ScoringGraph.assemble([member.model for member in members],
+                                      [dict(member.experts) for member in members], spec,
+                                      self.graph_.combiner.subset(columns, list(spec.one_sided) * len(members)))
+        return type(self).from_fitted(self.get_params() | {"score": score}, graph, self.normal_images_,
+                                      self.anchor_indices_, self.holdout_images_, self.normal_parts_[:, columns])
 
     # ---- scoring --------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -269,13 +285,6 @@ class Detector(BaseEstimator):
         return normalized_score(scores, self.offset_)
 
     # ---- threshold ------------------------------------------------------------------------------------------
-    def set_threshold(self, threshold: float) -> "Detector":
-        """Use an explicit score threshold (scores above it are anomalies)."""
-        self._check_fitted()
-        self.offset_ = float(threshold)
-        self.threshold_ = {"mode": "manual"}
-        return self
-
     def calibrate(self, images, is_anomaly=None, mode: str = "contamination", contamination: float | None = None,
                   target_fpr: float = 0.01) -> "Detector":
         """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set).

@@ -22,7 +22,7 @@ from metricad.data.folders import folder_split, infer_input_spec, list_images
 from metricad.data.negatives import check_fits, misfits
 from metricad.files import write_json
 from metricad.recipe import PRESETS, TrainConfig
-from metricad.scoring.names import AUTO
+from metricad.scoring.spec import AUTO
 
 
 def checkpoint_file(member: int) -> str:

@@ -43,7 +43,7 @@ class TrainConfig:
     shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
     # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
     negatives: list = field(default_factory=list)
-    # The detector's score: expert names joined by "+" (metricad.scoring.names), e.g. "knn+excess-margin", or
+    # The detector's score: expert names joined by "+" (metricad.scoring.spec), e.g. "knn+excess-margin", or
     # "auto": chosen by a few labelled anomalies (metricad.selection).
     score: str = "knn"
     # Fraction of the normal training images kept out of training and anchors: the experts are normalised and
@@ -78,7 +78,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse what cannot train, naming the option (before anything is loaded or written)."""
-        from metricad.scoring.names import AUTO, MARGIN_EXPERTS, parse_score
+        from metricad.scoring.spec import AUTO, ScoreSpec
 
         checks = [(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
                   (self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}"),
@@ -93,7 +93,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        needs_centres = self.score != AUTO and set(parse_score(self.score)) & set(MARGIN_EXPERTS)
+        needs_centres = self.score != AUTO and ScoreSpec.parse(self.score).needs_centres
         if needs_centres and self.loss not in LOSSES_WITH_CENTRES:
             raise ValueError(f"score {self.score!r} needs a loss with class centres "
                              f"({', '.join(LOSSES_WITH_CENTRES)}), got {self.loss!r}: pass --score knn")

@@ -115,39 +115,30 @@ def detector_state(detector) -> tuple[dict, dict]:
 
 def detector_from_state(params: dict, facts: dict, tensors: dict):
     """The detector ``detector_state`` saved, around the models in ``params``; nothing is refitted."""
-    import torch
-
-    from metricad.detector import Detector, default_device
+    from metricad.detector import Detector
     from metricad.scoring.combine import ZScoreMean
-    from metricad.scoring.experts import build_expert, expert_key
-    from metricad.scoring.graph import MemberScorer, ScoringGraph
-    from metricad.scoring.names import parse_score
+    from metricad.scoring.experts import build_expert
+    from metricad.scoring.graph import ScoringGraph
+    from metricad.scoring.spec import ScoreSpec
 
-    detector = Detector(**params)
-    detector._check_params(len(tensors["normal_images"]))
-    detector.device_ = default_device() if detector.device is None else torch.device(detector.device)
-    detector.normal_images_ = tensors["normal_images"].numpy()
-    detector.anchor_indices_ = tensors["anchor_indices"].numpy()
-    detector.holdout_images_ = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
-    names = parse_score(detector.score)
-    members = []
-    for m, model in enumerate(detector.models):
-        experts = {}
-        for name in names:
-            prefix = f"member{m}.{expert_key(name)}."
+    prototype = Detector(**params)  # the parameters with the defaults a saved config may leave out
+    spec, models = ScoreSpec.parse(prototype.score), prototype.models
+    experts = []
+    for m in range(len(models)):
+        fitted = {}
+        for key in spec.keys:
+            prefix = f"member{m}.{key}."
             state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            experts[expert_key(name)] = build_expert(name, detector.k, detector.fmap_dim, detector.random_state,
-                                                     detector.index).load_fitted_state(state)
-        members.append(MemberScorer(model.eval(), experts))
-    combiner = ZScoreMean([name == "excess-margin" for name in names] * len(members))
+            fitted[key] = build_expert(key, prototype.k, prototype.fmap_dim, prototype.random_state,
+                                       prototype.index).load_fitted_state(state)
+        experts.append(fitted)
+    combiner = ZScoreMean(list(spec.one_sided) * len(models))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
-    detector.graph_ = ScoringGraph(members, combiner).to(detector.device_).eval()
-    detector.normal_parts_ = tensors["normal_parts"]
-    detector._start_runtime()
-    detector.offset_, detector.threshold_ = float(facts["offset"]), dict(facts["threshold"])
-    if "selection" in facts:
-        detector.selection_ = facts["selection"]
-    return detector
+    return Detector.from_fitted(
+        prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner), tensors["normal_images"].numpy(),
+        tensors["anchor_indices"].numpy(),
+        tensors["holdout_images"].numpy() if "holdout_images" in tensors else None, tensors["normal_parts"],
+        offset=facts["offset"], threshold=facts["threshold"], selection=facts.get("selection"))
 
 
 def model_id(directory: Path) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from metricad.scoring.spec import EXPERT_NAMES, ScoreSpec
+
 # Fixed before any run (docs/decisions.md, 2026-11-30); the first is the zero-anomaly default.
 CANDIDATES = ("knn+fmap+excess-margin", "knn", "fmap", "margin", "pca", "knn+fmap", "knn+excess-margin",
               "knn+fmap+excess-margin+pca")
@@ -24,12 +26,14 @@ def _with_centres(models) -> bool:
 
 def candidates_for(models) -> tuple[str, ...]:
     """The candidates these models can score (the margin experts need class centres)."""
-    return tuple(c for c in CANDIDATES if _with_centres(models) or "margin" not in c)
+    return tuple(c for c in CANDIDATES if _with_centres(models) or not ScoreSpec.parse(c).needs_centres)
 
 
 def union_for(models) -> str:
     """Every expert the candidates for these models read."""
-    return UNION if _with_centres(models) else UNION.replace("+margin", "")
+    if _with_centres(models):
+        return UNION
+    return "+".join(name for name in ScoreSpec.parse(UNION).names if not EXPERT_NAMES[name].needs_centres)
 
 
 def select(union, images, is_anomaly, candidates=None) -> tuple[object, dict]:

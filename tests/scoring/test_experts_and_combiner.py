@@ -8,8 +8,8 @@ from metricad import Detector
 from metricad.baselines import PCAReconstruction
 from metricad.models import create_model
 from metricad.scoring.combine import ZScoreMean
-from metricad.scoring.experts import ClassMargin, FeatureMapKnn, KnnDistance, PixelPCA, build_expert, expert_key
-from metricad.scoring.names import parse_score
+from metricad.scoring.experts import EXPERT_CLASSES, ClassMargin, FeatureMapKnn, KnnDistance, PixelPCA, build_expert
+from metricad.scoring.spec import EXPERT_NAMES, ScoreSpec
 
 
 def test_knn_is_the_mean_distance_to_the_k_nearest_anchors():
@@ -105,13 +105,25 @@ def test_combiner_z_scores_clips_one_sided_columns_and_averages():
         ZScoreMean([False]).fit(torch.tensor([[1.0]]))
 
 
-def test_score_names():
-    assert parse_score("knn+fmap+excess-margin") == ("knn", "fmap", "excess-margin")
+def test_a_score_spec_is_parsed_once_into_what_it_reads():
+    spec = ScoreSpec.parse("knn+fmap+excess-margin")
+    assert spec.names == ("knn", "fmap", "excess-margin") and str(spec) == "knn+fmap+excess-margin"
+    assert spec.keys == ("knn", "fmap", "margin") and spec.one_sided == (False, False, True) and spec.needs_centres
+    assert not ScoreSpec.parse("knn+pca").needs_centres
+    # Two members, fitted experts laid out as [knn, margin, fmap, pca] each: where knn, fmap, margin sit.
+    assert spec.columns(["knn", "margin", "fmap", "pca"], 2) == [0, 2, 1, 4, 6, 5]
     for bad, message in (("knn+nope", "unknown expert"), ("knn+knn", "twice"), ("margin+excess-margin", "twice"),
                          ("", "expert names")):
         with pytest.raises(ValueError, match=message):
-            parse_score(bad)
-    assert expert_key("excess-margin") == "margin" and isinstance(build_expert("excess-margin"), ClassMargin)
+            ScoreSpec.parse(bad)
+
+
+def test_every_declared_name_reads_a_registered_expert():
+    assert {name.reads for name in EXPERT_NAMES.values()} == set(EXPERT_CLASSES)
+    assert isinstance(build_expert(ScoreSpec.parse("excess-margin").keys[0]), ClassMargin)
+    assert all(build_expert(key).name == key for key in EXPERT_CLASSES)
+    with pytest.raises(ValueError, match="unknown expert 'nope'"):
+        build_expert("nope")
 
 
 def test_an_approximate_index_scores_like_the_exact_one_through_the_detector():

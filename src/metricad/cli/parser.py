@@ -7,7 +7,7 @@ import json
 
 from metricad.cli import commands
 from metricad.recipe import INDEXES, LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
-from metricad.scoring.names import AUTO, EXPERTS, parse_score
+from metricad.scoring.spec import AUTO, EXPERTS, ScoreSpec
 from metricad.thresholds import THRESHOLD_MODES
 
 ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
@@ -48,7 +48,7 @@ def _score(text: str) -> str:
     if text == AUTO:
         return text
     try:
-        parse_score(text)
+        ScoreSpec.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text

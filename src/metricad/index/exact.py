@@ -45,10 +45,6 @@ class ExactIndex:
         self._sq_norms: torch.Tensor | None = None
 
     @property
-    def ntotal(self) -> int:
-        return 0 if self._vectors is None else len(self._vectors)
-
-    @property
     def vectors(self) -> torch.Tensor:
         if self._vectors is None:
             raise RuntimeError("the index is empty: add() vectors first")

@@ -3,6 +3,4 @@
 from metricad.models import compact_cnn, seed_mobilenetv2  # noqa: F401  (registration side effect)
 from metricad.models.registry import create_model, list_models, register_model
 
-DEFAULT_MODEL = "compact-cnn"
-
-__all__ = ["DEFAULT_MODEL", "create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "register_model"]

@@ -18,12 +18,34 @@ import torch.nn.functional as F
 from metricad.index import knn_search, make_index
 
 MAP_DIM = 64  # the feature-map expert's projection: kept two members in the scoring budget (decisions.md)
+EXPERT_CLASSES: dict[str, type["Expert"]] = {}
+
+
+def register_expert(key: str):
+    """Class decorator: the expert that the score names reading ``key`` use (``scoring.spec.declare_expert``)."""
+    def register(cls):
+        cls.name = key
+        EXPERT_CLASSES[key] = cls
+        return cls
+    return register
+
+
+def build_expert(key: str, k: int = 1, fmap_dim: int = MAP_DIM, seed: int = 0, index: str = "exact") -> "Expert":
+    """The unfitted expert registered as ``key`` (a ``ScoreSpec``'s keys: ``excess-margin`` reads ``margin``)."""
+    if key not in EXPERT_CLASSES:
+        raise ValueError(f"unknown expert {key!r}; registered: {', '.join(EXPERT_CLASSES)}")
+    return EXPERT_CLASSES[key].from_params(k=k, fmap_dim=fmap_dim, seed=seed, index=index)
 
 
 class Expert(nn.Module):
-    name: str
+    name: str  # its registry key
     uses_model = True  # reads a view of the trained model (the pixel expert does not)
     state_keys: tuple[str, ...] = ()  # the fitted buffers that a run saves
+
+    @classmethod
+    def from_params(cls, k: int, fmap_dim: int, seed: int, index: str) -> "Expert":
+        """The expert for a detector's parameters (each expert takes the ones it uses)."""
+        return cls()
 
     def prepare(self, model: nn.Module) -> None:
         """Set up what ``vectors`` needs from the model's shapes (before the anchors' vectors are computed)."""
@@ -49,11 +71,15 @@ class Expert(nn.Module):
         return self
 
 
+@register_expert("knn")
 class KnnDistance(Expert):
     """Mean euclidean distance to the ``k`` nearest anchors' embeddings (the original's score, with k=1)."""
 
-    name = "knn"
     state_keys = ("anchors",)
+
+    @classmethod
+    def from_params(cls, k, fmap_dim, seed, index):
+        return cls(k, index)
 
     def __init__(self, k: int = 1, index: str = "exact"):
         super().__init__()
@@ -111,6 +137,7 @@ class KnnDistance(Expert):
         return others.mean(1)
 
 
+@register_expert("fmap")
 class FeatureMapKnn(KnnDistance):
     """k-NN on the mid-level and last feature maps, after PatchCore (Roth et al. 2022): the mid-level map pooled
     to the last map's grid, both averaged over each position's 3x3 neighbourhood and concatenated, flattened,
@@ -118,8 +145,11 @@ class FeatureMapKnn(KnnDistance):
     Johnson-Lindenstrauss) so that the anchors' memory and the k-NN cost stay bounded. The maps keep where each
     part of the object sits, which the pooled embedding compresses away."""
 
-    name = "fmap"
     state_keys = ("anchors", "projection")
+
+    @classmethod
+    def from_params(cls, k, fmap_dim, seed, index):
+        return cls(k, fmap_dim, seed, index)
 
     def __init__(self, k: int = 1, dim: int = MAP_DIM, seed: int = 0, index: str = "exact"):
         super().__init__(k, index)
@@ -154,12 +184,12 @@ class FeatureMapKnn(KnnDistance):
         return self._maps(views) @ self.projection
 
 
+@register_expert("margin")
 class ClassMargin(Expert):
     """``max over the other classes of cos(e, w_c) - cos(e, w_normal)`` with the class centres ``w`` of the
     model's CosFace/ArcFace loss: how much more the image resembles some reference class than the normal one.
     The k-NN distance sees what is new to every class; the margin sees a look-alike of a reference class."""
 
-    name = "margin"
     state_keys = ("centres", "normal_label", "anchor_margins")
 
     def __init__(self):
@@ -193,11 +223,11 @@ class ClassMargin(Expert):
         return self.anchor_margins
 
 
+@register_expert("pca")
 class PixelPCA(Expert):
     """Squared reconstruction error of the raw pixels from the normal images' principal components keeping
     ``variance`` of their variance: sees material where no normal image has any, whatever the network learned."""
 
-    name = "pca"
     uses_model = False
     state_keys = ("mean", "components", "anchor_errors")
 
@@ -230,22 +260,3 @@ class PixelPCA(Expert):
 
     def anchor_scores(self):
         return self.anchor_errors
-
-
-def build_expert(name: str, k: int = 1, fmap_dim: int = MAP_DIM, seed: int = 0, index: str = "exact") -> Expert:
-    """The unfitted expert behind a score name (``margin`` and ``excess-margin`` share one: the combiner decides
-    whether it counts one-sided)."""
-    if name == "knn":
-        return KnnDistance(k, index)
-    if name == "fmap":
-        return FeatureMapKnn(k, fmap_dim, seed, index)
-    if name in ("margin", "excess-margin"):
-        return ClassMargin()
-    if name == "pca":
-        return PixelPCA()
-    raise ValueError(f"unknown expert {name!r}")
-
-
-def expert_key(name: str) -> str:
-    """The fitted expert a score name reads: ``excess-margin`` reads the ``margin`` expert."""
-    return "margin" if name == "excess-margin" else name

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.experts import Expert
+from metricad.scoring.spec import ScoreSpec
 
 
 class MemberScorer(nn.Module):
@@ -44,6 +45,15 @@ class ScoringGraph(nn.Module):
     def __init__(self, members: list[MemberScorer], combiner: ZScoreMean):
         super().__init__()
         self.members, self.combiner = nn.ModuleList(members), combiner
+
+    @classmethod
+    def assemble(cls, models: list[nn.Module], experts: list[dict[str, Expert]], spec: ScoreSpec,
+                 combiner: ZScoreMean | None = None) -> "ScoringGraph":
+        """The one way a graph is built: each model with its fitted experts (by registry key; those ``spec`` reads
+        are taken, in its order), and ``combiner`` (fitted statistics) or a new one to fit."""
+        members = [MemberScorer(model.eval(), {key: fitted[key] for key in spec.keys})
+                   for model, fitted in zip(models, experts)]
+        return cls(members, combiner if combiner is not None else ZScoreMean(list(spec.one_sided) * len(members)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         parts = torch.cat([member(x) for member in self.members], 1)
