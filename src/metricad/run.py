@@ -134,11 +134,11 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
         experts.append(fitted)
     combiner = ZScoreMean(list(spec.one_sided) * len(models))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
-    return Detector.from_fitted(
-        prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner), tensors["normal_images"].numpy(),
-        tensors["anchor_indices"].numpy(),
-        tensors["holdout_images"].numpy() if "holdout_images" in tensors else None, tensors["normal_parts"],
-        offset=facts["offset"], threshold=facts["threshold"], selection=facts.get("selection"))
+    holdout = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
+    return Detector.from_fitted(prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner),
+                                tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
+                                tensors["normal_parts"], offset=facts["offset"], threshold=facts["threshold"],
+                                selection=facts.get("selection"))
 
 
 def model_id(directory: Path) -> str:

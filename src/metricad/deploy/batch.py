@@ -19,9 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-
 from metricad.data.images import list_image_files
 from metricad.deploy.chunks import arrow_table, part_schema, score_chunk
+
 
 def done_paths(out: Path) -> set[str]:
     """The resolved paths already scored in ``out``. A part file a killed writer left unreadable is removed (its
@@ -30,9 +30,9 @@ def done_paths(out: Path) -> set[str]:
 
     done, schema = set(), part_schema()
     for part in sorted(Path(out).glob("*.parquet")) if Path(out).is_dir() else []:
-        try:
-            found = pq.read_schema(part)
-            paths = pq.read_table(part, columns=["path"]).column("path").to_pylist()
+        try:  # one open: the footer gives the schema, then only the path column is read
+            parquet = pq.ParquetFile(part)
+            found, paths = parquet.schema_arrow, parquet.read(columns=["path"]).column("path").to_pylist()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a truncated file
             print(f"metricad score: {part} is incomplete ({exc}); removed, its images are scored again",
                   file=sys.stderr)

@@ -9,9 +9,6 @@ import numpy as np
 
 from metricad.data.images import read_image
 
-COLUMNS = ("path", "score", "label", "model_id", "error", "normalized_score")
-
-
 def part_schema():
     import pyarrow as pa
 
@@ -24,7 +21,8 @@ def arrow_table(rows: dict):
     otherwise be typed null in one part and string in another)."""
     import pyarrow as pa
 
-    return pa.table({name: rows[name] for name in COLUMNS}, schema=part_schema())
+    schema = part_schema()
+    return pa.table({name: rows[name] for name in schema.names}, schema=schema)
 
 
 def score_chunk(scorer, paths) -> dict[str, list]:

@@ -23,7 +23,8 @@ class ServiceMetrics:
         self.scored = Counter("metricad_images_scored", "images scored", ["model_id"], registry=r)
         self.flagged = Counter("metricad_images_flagged", "images scored above the threshold (anomalous)",
                                ["model_id"], registry=r)
-        self.queue_depth = Gauge("metricad_queue_depth", "images waiting to be scored: queued, or in the batch still gathering", registry=r)
+        self.queue_depth = Gauge("metricad_queue_depth",
+                                 "images waiting to be scored: queued, or in the batch still gathering", registry=r)
         self.model = Info("metricad_model", "the model being served", registry=r)
 
     def render(self) -> bytes:
