@@ -20,7 +20,7 @@ import torch
 from metricad.losses import build_loss
 from metricad.models import create_model
 from metricad.recipe import PRESETS
-from metricad.training import make_optimizer, random_shift
+from metricad.train.loop import make_optimizer, random_shift
 
 EPOCH_IMAGES = 54_000
 

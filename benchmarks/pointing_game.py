@@ -17,7 +17,7 @@ import json
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from metricad.explain import explain
+from metricad.evaluate.explain import explain
 from metricad.run import open_run
 
 

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from metricad.compare import summarize, summarize_few
+from metricad.compare.comparison import summarize, summarize_few
 from metricad.data.fashion_mnist import CLASS_NAMES
 
 

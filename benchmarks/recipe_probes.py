@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from metricad.cli.parser import setting
 from metricad.data import load_fashion_mnist, make_split, validation_split
-from metricad.pipeline import fit_detector, train_members
-from metricad.recipe import LOSSES_WITH_CENTRES, PRESETS, TrainConfig
+from metricad.train.pipeline import fit_detector, train_members
+from metricad.losses import loss_entry
+from metricad.recipe import PRESETS, TrainConfig, parse_setting
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.spec import ScoreSpec
 
@@ -88,7 +88,7 @@ def probe(config: TrainConfig, data, normal: int, anomaly: int, stand_in: int | 
     start = time.perf_counter()
     models, _ = train_members(config, split, device="cpu", progress=False)
     seconds = time.perf_counter() - start
-    probed = PROBED if config.loss in LOSSES_WITH_CENTRES else PROBED.replace("+margin", "")
+    probed = PROBED if loss_entry(config.loss).centres else PROBED.replace("+margin", "")
     arrays = probe_arrays(models, split, probed)
     name = f"{normal}-{anomaly}-{'test' if stand_in is None else f'val{stand_in}'}-seed{config.seed}"
     if save_dir is not None:
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--normal", type=int, default=7)
     parser.add_argument("--anomaly", type=int, default=9)
     parser.add_argument("--suite", action="store_true", help="every validation triple of SUITE, then the means")
-    parser.add_argument("--set", type=setting, action="append", metavar="KEY=VALUE", help="a TrainConfig option")
+    parser.add_argument("--set", type=parse_setting, action="append", metavar="KEY=VALUE", help="a TrainConfig option")
     parser.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--save", type=Path, metavar="DIR", help="save each probe's expert scores here (.npz)")

@@ -64,7 +64,7 @@ def test_held_out_normal_images_normalise_and_set_the_threshold(model, normal_an
     np.testing.assert_allclose(det.score_samples(normal[80:]), z, atol=1e-3)
     # 'higher': at most 5 % of the held-out normal images score above the threshold.
     assert det.offset_ == pytest.approx(np.quantile(z, 0.95, method="higher"), abs=1e-4)
-    assert det.threshold_["images"] == "held-out normal images" and det.threshold_["n_normal"] == 40
+    assert det.threshold_set_on_["images"] == "held-out normal images" and det.threshold_set_on_["n_normal"] == 40
 
 
 def test_anchor_selection_first_and_seeded_random(model, normal_and_anomalous):

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from metricad.data import DataNotFoundError, load_split
-from metricad.pipeline import fit_detector, train_members
+from metricad.train.pipeline import fit_detector, train_members
 from metricad.recipe import PRESETS
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from metricad.data import load_fashion_mnist, make_split
-from metricad.pipeline import fit_detector, train_members
+from metricad.train.pipeline import fit_detector, train_members
 from metricad.recipe import PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -53,7 +53,7 @@ def test_train_auto_chooses_from_the_fixed_list_and_records_how(tmp_path, fake_f
     best = max(selection["validation_auc"].values())
     first_best = next(name for name, auc in selection["validation_auc"].items() if auc == best)
     assert selection["chosen"] == first_best  # ties go to the earlier candidate
-    assert config["detector"]["threshold"]["mode"] == "f1"
+    assert config["detector"]["threshold_set_on"]["mode"] == "f1"
     assert config["data"]["val_anomalies"] == 4
     # The run scores by the chosen experts only, and its threshold is the one chosen on the validation images.
     detector = open_run(run, device="cpu").detector

@@ -11,7 +11,7 @@ The names below are imported on first use, so that ``import metricad`` needs nei
 __version__ = "0.1.0"
 
 _EXPORTS = {"Detector": "metricad.detector", "NotFittedError": "metricad.detector", "PRESETS": "metricad.recipe",
-            "TrainConfig": "metricad.recipe", "train_embedding": "metricad.training", "open_run": "metricad.run",
+            "TrainConfig": "metricad.recipe", "train_embedding": "metricad.train.loop", "open_run": "metricad.run",
             "Bundle": "metricad.deploy.bundle"}
 __all__ = [*_EXPORTS, "__version__"]
 

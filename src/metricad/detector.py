@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator
 
 from metricad import distributed
 from metricad.preprocessing import to_model_array, to_model_input
-from metricad.recipe import PRESETS, RUNTIMES
+from metricad.recipe import ANCHOR_SAMPLINGS, PRESETS, RUNTIMES
 from metricad.scoring.experts import MAP_DIM, build_expert
 from metricad.scoring.graph import MemberScorer, ScoringGraph
 from metricad.scoring.spec import ScoreSpec
@@ -83,7 +83,7 @@ class Detector(BaseEstimator):
         spec = self.score_spec
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if self.anchor_sampling not in ("first", "random", "coreset"):
+        if self.anchor_sampling not in ANCHOR_SAMPLINGS:
             raise ValueError(f"anchor_sampling must be 'first', 'random' or 'coreset', got {self.anchor_sampling!r}")
         if self.n_anchors is not None and not 1 <= self.n_anchors <= n_images:
             raise ValueError(f"n_anchors must be between 1 and the {n_images} normal images, got {self.n_anchors}")
@@ -107,7 +107,7 @@ class Detector(BaseEstimator):
         if self.anchor_sampling == "first" or n == n_images:
             return np.arange(n)
         if self.anchor_sampling == "coreset":
-            from metricad.index.coreset import k_center
+            from metricad.scoring.coreset import k_center
 
             model, x = self.models[0].to(self.device_).eval(), self.model_input(normal_images)
             with torch.no_grad():
@@ -151,11 +151,11 @@ class Detector(BaseEstimator):
         if self.holdout_images_ is not None:
             self.offset_ = threshold_for(normal_scores, np.zeros(len(normal_scores)), "contamination",
                                          contamination=self.contamination)
-            self.threshold_ = {"mode": "contamination", "contamination": self.contamination,
+            self.threshold_set_on_ = {"mode": "contamination", "contamination": self.contamination,
                                "n_normal": len(normal_scores), "images": "held-out normal images"}
         else:  # the anchors' own leave-one-out scores
             self.offset_ = float(np.quantile(normal_scores, 1.0 - self.contamination))
-            self.threshold_ = {"mode": "leave-one-out", "contamination": self.contamination}
+            self.threshold_set_on_ = {"mode": "leave-one-out", "contamination": self.contamination}
 
     def _fit_experts(self, model: nn.Module, spec: ScoreSpec, x: torch.Tensor) -> dict:
         """The experts ``spec`` reads, fitted on the anchors ``x`` as ``model`` sees them."""
@@ -174,7 +174,7 @@ class Detector(BaseEstimator):
 
     @classmethod
     def from_fitted(cls, params: dict, graph: ScoringGraph, normal_images, anchor_indices, holdout_images,
-                    normal_parts: torch.Tensor, offset: float | None = None, threshold: dict | None = None,
+                    normal_parts: torch.Tensor, offset: float | None = None, threshold_set_on: dict | None = None,
                     selection: dict | None = None) -> "Detector":
         """A fitted detector from what fitting learns (a run's saved state, or a detector scored another way):
         nothing is embedded or fitted again. Without ``offset``, the threshold is set on ``normal_parts``."""
@@ -188,7 +188,7 @@ class Detector(BaseEstimator):
         if offset is None:
             detector._set_normal_threshold()
         else:
-            detector.offset_, detector.threshold_ = float(offset), dict(threshold)
+            detector.offset_, detector.threshold_set_on_ = float(offset), dict(threshold_set_on)
         if selection is not None:
             detector.selection_ = selection
         return detector
@@ -292,7 +292,7 @@ class Detector(BaseEstimator):
         mode ``"contamination"``: the ``1 - contamination`` quantile of the scores of the normal images (all of
         ``images`` when ``is_anomaly`` is None); ``"fpr"``: the lowest threshold whose false-positive rate on the
         normal images is at most ``target_fpr``; ``"f1"``: the threshold with the best F1 on labelled images
-        (anomaly = positive class). ``threshold_`` records how, and on how many images.
+        (anomaly = positive class). ``threshold_set_on_`` records how, and on how many images.
         """
         self._check_fitted()
         scores = self.score_samples(images)
@@ -301,7 +301,8 @@ class Detector(BaseEstimator):
             raise ValueError(f"is_anomaly has {len(labels)} labels for {len(scores)} images")
         contamination = self.contamination if contamination is None else contamination
         self.offset_ = threshold_for(scores, labels, mode, contamination=contamination, target_fpr=target_fpr)
-        self.threshold_ = {"mode": mode, "n_normal": int(np.sum(labels == 0)), "n_anomaly": int(np.sum(labels == 1))}
-        self.threshold_.update({"contamination": contamination} if mode == "contamination" else
+        self.threshold_set_on_ = {"mode": mode, "n_normal": int(np.sum(labels == 0)),
+                                  "n_anomaly": int(np.sum(labels == 1))}
+        self.threshold_set_on_.update({"contamination": contamination} if mode == "contamination" else
                                {"target_fpr": target_fpr} if mode == "fpr" else {})
         return self

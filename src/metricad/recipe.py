@@ -1,15 +1,15 @@
 """What to train and how to score it: ``TrainConfig``, the named presets, and the names each option accepts.
 
 Torch-free on purpose: the command line and the light (bundle-only) install read presets and names without the
-training stack.
+training stack. What needs the other stages (the loss by name, the score that fits it) is checked by
+``metricad.train.config``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 
-LOSSES = ("seed", "batch-all", "batch-hard", "semi-hard", "arcface", "cosface", "doc", "binary")
-LOSSES_WITH_CENTRES = ("arcface", "cosface")  # losses that learn class centres: the class-margin expert needs them
 LABELS = ("binary", "fine")
 SCHEDULES = ("step", "onecycle")
 OPTIMIZERS = ("sgd", "adam")
@@ -18,6 +18,20 @@ RUNTIMES = ("torch", "onnx")  # how a detector runs its scoring graph (metricad.
 # What `metricad compare` runs: raw-pixel baselines, trained baselines, the original recipe and metricad.
 METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
 INDEXES = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")  # its k-NN index (metricad.index)
+ANCHOR_SAMPLINGS = ("first", "random", "coreset")  # which normal images become anchors (metricad.detector)
+EXPLAIN_METHODS = ("feature-diff", "gradcam")  # heat-maps (metricad.evaluate.explain)
+ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]  # the 2019 post's speed tables
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for a training option; VALUE is read as JSON (numbers, lists), else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE (e.g. epochs=5), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 @dataclass
@@ -78,10 +92,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse what cannot train, naming the option (before anything is loaded or written)."""
-        from metricad.scoring.spec import AUTO, ScoreSpec
-
-        checks = [(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
-                  (self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}"),
+        checks = [(self.labels in LABELS, f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}"),
                   (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
                                                   f"{self.lr_schedule!r}"),
                   (self.optimizer in OPTIMIZERS, f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
@@ -93,10 +104,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        needs_centres = self.score != AUTO and ScoreSpec.parse(self.score).needs_centres
-        if needs_centres and self.loss not in LOSSES_WITH_CENTRES:
-            raise ValueError(f"score {self.score!r} needs a loss with class centres "
-                             f"({', '.join(LOSSES_WITH_CENTRES)}), got {self.loss!r}: pass --score knn")
         return self
 
 

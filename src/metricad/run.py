@@ -1,20 +1,15 @@
-"""The run directory: the one module that knows its files. ``open_run(path)`` gives every consumer (the command
-line, the service, the report, compare, benchmarks) the same view of a run; ``write_run`` and ``finish_partial``
-are the only writers of a run's model files.
+"""The run directory's format: ``open_run(path)`` gives every consumer (the command line, the service, the report,
+compare, benchmarks) the same view of a run; ``write_run`` and ``finish_partial`` are the only writers of a run's
+model files. The file names are ``metricad.layout.Layout``'s.
 
-Layout::
+``config.json`` holds what was trained and how it scores: the format, the data split, the recipe, the models'
+recipes, the detector's parameters, its offset and how that was set (``threshold_set_on``), and (with
+--score auto) its selection. While training, a run lives in the hidden sibling ``.RUN.partial`` (with
+``job.json`` and checkpoints) and becomes ``RUN`` by one rename when complete. Loading reads JSON and
+safetensors only: nothing is unpickled, and a missing or mismatched file is an error naming it.
 
-    RUN/config.json           what was trained and how it scores: format, data split, recipe, the models' recipes,
-                              the detector's parameters, threshold and (with --score auto) its selection
-    RUN/weights.safetensors   the trained models' weights (member i under "member{i}.")
-    RUN/detector.safetensors  the fitted detector: every expert's anchors, projections and statistics, the
-                              normalisation, the normal (anchor) images and the held-out normal images
-    RUN/train.log             one JSON line per epoch (per ensemble member)
-    RUN/metrics.json, benchmark.json, benchmark.md, figure.png, report.html, skipped_files.json   (later steps)
-
-While training, a run lives in the hidden sibling ``.RUN.partial`` (with ``job.json`` and checkpoints) and
-becomes ``RUN`` by one rename when complete. Loading reads JSON and safetensors only: nothing is unpickled, and a
-missing or mismatched file is an error naming it.
+Format 3 (metricad 0.1, issue 27) named the threshold's record ``threshold_set_on``, as bundles do; format 2
+called it ``threshold`` and is still read. Format 1 is refused.
 """
 
 from __future__ import annotations
@@ -29,19 +24,17 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 import metricad
-from metricad.files import atomic_write, write_json, write_text
+from metricad.files import atomic_write, write_json
+from metricad.layout import Layout
 
-FORMAT = 2
-CONFIG, WEIGHTS, DETECTOR, METRICS, LOG = ("config.json", "weights.safetensors", "detector.safetensors",
-                                           "metrics.json", "train.log")
-JOB, PARTIAL_SUFFIX = "job.json", ".partial"
+RUN_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 # Detector parameters a run records and reopens with (runtime, batch size and device are the caller's choice).
 FIT_PARAMS = ("score", "k", "n_anchors", "anchor_sampling", "contamination", "random_state", "fmap_dim", "index")
 
 
 def partial_dir(out: Path) -> Path:
-    out = Path(out)
-    return out.parent / f".{out.name}{PARTIAL_SUFFIX}"
+    return Layout(out).partial.root
 
 
 def _load_tensors(path: Path) -> dict:
@@ -55,7 +48,7 @@ def _load_tensors(path: Path) -> dict:
 
 def read_config(directory: Path) -> dict:
     directory = Path(directory)
-    path = directory / CONFIG
+    path = Layout(directory).config
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such run directory")
     if not path.is_file():
@@ -64,19 +57,23 @@ def read_config(directory: Path) -> dict:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path}: run format {config.get('format', 1)!r}, this metricad reads format {FORMAT}: the "
-                         f"run was written by another version of metricad; train it again")
+    if config.get("format") not in READABLE_FORMATS:
+        raise ValueError(f"{path}: run format {config.get('format', 1)!r}, this metricad reads formats "
+                         f"{', '.join(map(str, READABLE_FORMATS))}: the run was written by another version of "
+                         "metricad; train it again")
     for key in ("models", "detector"):
         if key not in config:
             raise ValueError(f"{path}: missing the {key!r} section")
+    if config["format"] == 2:  # format 2 named the threshold's record "threshold"
+        config["detector"]["threshold_set_on"] = config["detector"].pop("threshold", None)
     return config
 
 
 def _build_models(config: dict, directory: Path) -> list:
     from metricad.models import create_model
 
-    state = _load_tensors(directory / WEIGHTS)
+    weights = Layout(directory).weights
+    state = _load_tensors(weights)
     models = []
     for i, recipe in enumerate(config["models"]):
         model = create_model(recipe["name"], **recipe.get("kwargs", {}))
@@ -84,7 +81,7 @@ def _build_models(config: dict, directory: Path) -> list:
         try:
             model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{directory / WEIGHTS}: weights of member {i} do not match model "
+            raise ValueError(f"{weights}: weights of member {i} do not match model "
                              f"{recipe['name']!r}: {exc}") from exc
         models.append(model.eval())
     return models
@@ -107,7 +104,7 @@ def detector_state(detector) -> tuple[dict, dict]:
                 "anchor_indices": torch.from_numpy(detector.anchor_indices_.astype(np.int64))}
     if detector.holdout_images_ is not None:
         tensors["holdout_images"] = torch.from_numpy(np.ascontiguousarray(detector.holdout_images_))
-    facts = {"offset": detector.offset_, "threshold": detector.threshold_}
+    facts = {"offset": detector.offset_, "threshold_set_on": detector.threshold_set_on_}
     if getattr(detector, "selection_", None):  # set by metricad.selection: what chose this score, on what
         facts["selection"] = detector.selection_
     return facts, tensors
@@ -137,15 +134,16 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     holdout = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
     return Detector.from_fitted(prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner),
                                 tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
-                                tensors["normal_parts"], offset=facts["offset"], threshold=facts["threshold"],
+                                tensors["normal_parts"], offset=facts["offset"], threshold_set_on=facts["threshold_set_on"],
                                 selection=facts.get("selection"))
 
 
 def model_id(directory: Path) -> str:
     """First 12 hex digits of the SHA-256 of the weights and the fitted detector: names exactly what scores."""
     digest = hashlib.sha256()
-    for name in (WEIGHTS, DETECTOR):
-        digest.update((Path(directory) / name).read_bytes())
+    layout = Layout(directory)
+    for path in (layout.weights, layout.detector):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -166,22 +164,16 @@ class Run:
         from metricad.data import load_split
 
         if "data" not in self.config:
-            raise ValueError(f"{self.path / CONFIG} has no 'data' section: it was not trained by metricad train")
+            raise ValueError(f"{Layout(self.path).config} has no 'data' section: it was not trained by metricad train")
         return load_split(self.config["data"], data_dir)
 
     def update_metrics(self, values: dict) -> dict:
         """Merge ``values`` into ``metrics.json`` (written atomically)."""
-        path = self.path / METRICS
+        path = Layout(self.path).metrics
         current = json.loads(path.read_text()) if path.is_file() else {}
         current.update(values)
         write_json(path, current)
         return current
-
-    def write_json(self, name: str, value) -> Path:
-        return write_json(self.path / name, value)
-
-    def write_text(self, name: str, text: str) -> Path:
-        return write_text(self.path / name, text)
 
 
 def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
@@ -193,6 +185,7 @@ def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
     from metricad.detector import Detector
 
     path = Path(path)
+    layout = Layout(path)
     config = read_config(path)
     unknown = set(overrides) - set(FIT_PARAMS)
     if unknown:
@@ -200,18 +193,18 @@ def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
     saved = {k: v for k, v in config["detector"].items() if k in FIT_PARAMS}
     changed = {k: v for k, v in overrides.items() if v is not None and v != saved.get(k)}
     params = saved | changed | {"model": _build_models(config, path), "runtime": runtime, "device": device}
-    tensors = _load_tensors(path / DETECTOR)
+    tensors = _load_tensors(layout.detector)
     if changed:
         for key in ("normal_images", "anchor_indices"):
             if key not in tensors:
-                raise ValueError(f"{path / DETECTOR}: missing tensor {key!r}")
+                raise ValueError(f"{layout.detector}: missing tensor {key!r}")
         detector = Detector(**params).fit(tensors["normal_images"].numpy(),
                                           tensors["holdout_images"].numpy() if "holdout_images" in tensors else None)
     else:
         try:
             detector = detector_from_state(params, config["detector"], tensors)
         except (KeyError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path / DETECTOR}: does not match {path / CONFIG} ({exc})") from exc
+            raise ValueError(f"{layout.detector}: does not match {layout.config} ({exc})") from exc
     return Run(path, config, detector)
 
 
@@ -225,40 +218,41 @@ def write_run(directory: Path, detector, facts: dict) -> Path:
     weights = {f"member{i}.{k}": v.detach().cpu().contiguous()
                for i, model in enumerate(detector.models) for k, v in model.state_dict().items()}
     params = detector.get_params()
-    config = {"format": FORMAT, "metricad_version": metricad.__version__, **facts,
+    layout = Layout(directory)
+    config = {"format": RUN_FORMAT, "metricad_version": metricad.__version__, **facts,
               "models": [model.metricad_config for model in detector.models],
               "detector": {k: params[k] for k in FIT_PARAMS} | detector_facts}
-    atomic_write(directory / WEIGHTS, lambda p: save_file(weights, p))
-    atomic_write(directory / DETECTOR, lambda p: save_file(tensors, p))
-    write_json(directory / CONFIG, config)
+    atomic_write(layout.weights, lambda p: save_file(weights, p))
+    atomic_write(layout.detector, lambda p: save_file(tensors, p))
+    write_json(layout.config, config)
     return directory
 
 
 def start_partial(out: Path, job: dict) -> Path:
     """A fresh ``.OUT.partial`` directory holding ``job.json`` (what to train), for ``finish_partial``."""
-    work = partial_dir(out)
-    if work.exists():
-        shutil.rmtree(work)  # a stale partial run: this is a fresh start
-    work.mkdir(parents=True)
-    write_json(work / JOB, job)
-    return work
+    work = Layout(out).partial
+    if work.root.exists():
+        shutil.rmtree(work.root)  # a stale partial run: this is a fresh start
+    work.root.mkdir(parents=True)
+    write_json(work.job, job)
+    return work.root
 
 
 def read_job(out: Path) -> dict:
-    work = partial_dir(out)
-    if not (work / JOB).is_file():
-        state = "is already complete" if (Path(out) / CONFIG).is_file() else "was never started"
-        raise FileNotFoundError(f"nothing to resume: {work / JOB} does not exist ({out} {state})")
-    job = json.loads((work / JOB).read_text())
+    job_file = Layout(out).partial.job
+    if not job_file.is_file():
+        state = "is already complete" if Layout(out).config.is_file() else "was never started"
+        raise FileNotFoundError(f"nothing to resume: {job_file} does not exist ({out} {state})")
+    job = json.loads(job_file.read_text())
     if Path(out).exists() and not job.get("overwrite"):
         raise FileExistsError(f"{out} already exists: the interrupted run was not allowed to replace it")
     return job
 
 
-def finish_partial(work: Path, out: Path, leftovers=()) -> Path:
-    """Drop the partial run's job and ``leftovers`` (checkpoints), then rename it onto ``out`` in one step."""
-    for name in [JOB, *leftovers]:
-        (work / name).unlink(missing_ok=True)
+def finish_partial(work: Path, out: Path) -> Path:
+    """Drop the partial run's job and checkpoints, then rename it onto ``out`` in one step."""
+    for path in [Layout(work).job, *Layout(work).checkpoints()]:
+        path.unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)
@@ -272,6 +266,5 @@ def check_new(out: Path, overwrite: bool) -> Path:
     return out
 
 
-__all__ = ["CONFIG", "DETECTOR", "FIT_PARAMS", "FORMAT", "LOG", "METRICS", "Run", "WEIGHTS", "check_new",
-           "finish_partial", "model_id", "open_run", "partial_dir", "read_config", "read_job", "start_partial",
-           "write_run"]
+__all__ = ["FIT_PARAMS", "READABLE_FORMATS", "RUN_FORMAT", "Run", "check_new", "finish_partial", "model_id",
+           "open_run", "partial_dir", "read_config", "read_job", "start_partial", "write_run"]

@@ -84,8 +84,8 @@ def test_folder_run_end_to_end_with_thresholds(tmp_path):
     run = tmp_path / "run"
     assert main([*base, "--out", str(run), "--contamination", "0.1"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["data"]["holdout"] == 0.1 and config["detector"]["threshold"]["mode"] == "contamination"
-    assert config["detector"]["threshold"]["n_normal"] == 6  # 10 % of the 60 normal images, kept out of anchors
+    assert config["data"]["holdout"] == 0.1 and config["detector"]["threshold_set_on"]["mode"] == "contamination"
+    assert config["detector"]["threshold_set_on"]["n_normal"] == 6  # 10 % of the 60 normal images, kept out of anchors
     assert len(open_run(run).detector.anchor_indices_) == 54
     for mode in ("f1", "fpr"):
         out = tmp_path / f"run-{mode}"
@@ -121,7 +121,7 @@ def test_threshold_modes_on_known_scores(tmp_path):
     held_out = (normal[100:, None, None] + 5) / 10
     far = (np.clip(normal[:20, None, None] + 3.5, -5, 5) + 5) / 10
     detector.calibrate(held_out, mode="contamination", contamination=0.05)
-    assert np.mean(detector.predict(held_out)) <= 0.05 and detector.threshold_["n_normal"] == 100
+    assert np.mean(detector.predict(held_out)) <= 0.05 and detector.threshold_set_on_["n_normal"] == 100
     images, labels = np.concatenate([held_out, far]), np.r_[np.zeros(100), np.ones(20)]
     detector.calibrate(images, labels, mode="fpr", target_fpr=0.02)
     assert np.mean(detector.predict(held_out)) <= 0.02

@@ -188,7 +188,7 @@ def test_a_run_can_keep_a_coreset_in_a_faiss_index(tmp_path, fake_fashion_dir):
 
 
 def test_k_center_keeps_each_time_the_point_farthest_from_those_kept():
-    from metricad.index.coreset import k_center
+    from metricad.scoring.coreset import k_center
 
     points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0], [0.0, 5.0]])
     kept = k_center(points, 3, seed=0, batch=2)

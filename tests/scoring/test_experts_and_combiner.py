@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metricad import Detector
-from metricad.baselines import PCAReconstruction
+from metricad.compare.baselines import PCAReconstruction
 from metricad.models import create_model
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.experts import EXPERT_CLASSES, ClassMargin, FeatureMapKnn, KnnDistance, PixelPCA, build_expert

@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from metricad.data.fashion_mnist import CLASS_NAMES
-from metricad.recipe import LOSSES_WITH_CENTRES, PRESETS
+from metricad.data.sources import FashionMNIST, ImageFolders
+from metricad.layout import Layout
+from metricad.recipe import PRESETS
 
 
 def training_config(args):
@@ -17,9 +19,9 @@ def training_config(args):
                  "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
                  "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble, "holdout": args.holdout}
     config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
-    # A loss without class centres (--loss semi-hard) has no margin to add: it scores by k-NN unless told otherwise.
-    score = args.score or (config.score if config.loss in LOSSES_WITH_CENTRES else "knn")
-    config = replace(config, score=score)
+    from metricad.train.config import scored
+
+    config = scored(config, args.score)
     return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
 
 
@@ -48,7 +50,7 @@ def set_threads(threads: int | None) -> None:
 
 
 def _train(args):
-    from metricad import pipeline
+    from metricad.train import pipeline
 
     set_threads(getattr(args, "threads", None))
     if args.resume:
@@ -62,19 +64,20 @@ def _train(args):
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
               f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
+    threshold = None
     if args.normal_dir:
+        source = ImageFolders(args.normal_dir, args.reference_dir, args.val_dir, args.image_size, args.channels,
+                              args.holdout, args.skip_bad_files)
         threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
                      "target_fpr": args.target_fpr}
-        return pipeline.train_folder_run(args.out, config, args.normal_dir, args.reference_dir, args.val_dir,
-                                         args.image_size, args.channels, args.holdout, args.skip_bad_files,
-                                         threshold, args.device, args.overwrite, detector_params=detector)
-    return pipeline.train_run(args.out, config, args.normal, args.anomaly, args.limit, args.data_dir,
-                              args.device, detector, overwrite=args.overwrite,
-                              val_anomalies=args.val_anomalies, val_seed=args.val_seed)
+    else:
+        source = FashionMNIST(args.normal, args.anomaly, args.limit, args.data_dir, args.val_anomalies,
+                              args.val_seed)
+    return pipeline.train_run(args.out, config, source, threshold, detector, args.device, args.overwrite)
 
 
 def cmd_evaluate(args) -> None:
-    from metricad.evaluation import evaluate_run
+    from metricad.evaluate.evaluation import evaluate_run
 
     _, _, metrics, _ = evaluate_run(args.run, args.data_dir, args.device, args.runtime, args.test_dir,
                                     args.skip_bad_files, score=args.score, k=args.k, n_anchors=args.anchors,
@@ -114,7 +117,7 @@ def cmd_score(args) -> None:
 
 
 def cmd_benchmark(args) -> None:
-    from metricad.evaluation import benchmark_run
+    from metricad.evaluate.evaluation import benchmark_run
 
     print(benchmark_run(args.run, args.anchors, args.batch_sizes, args.data_dir, args.device, args.runtime))
 
@@ -122,7 +125,7 @@ def cmd_benchmark(args) -> None:
 def cmd_export(args) -> None:
     from metricad.deploy.export import export_run
 
-    out = Path(args.out) if args.out else Path(args.run) / "model.onnx"
+    out = Path(args.out) if args.out else Layout(args.run).bundle
     print(export_run(args.run, out))
 
 
@@ -138,20 +141,20 @@ def cmd_export_dataset(args) -> None:
 
 
 def cmd_explain(args) -> None:
-    from metricad.explain import explain_files
+    from metricad.evaluate.explain import explain_files
 
     print("\n".join(explain_files(args.run, args.files, args.out, args.method, args.device)))
 
 
 def cmd_report(args) -> None:
-    from metricad.report import report_run
+    from metricad.evaluate.report import report_run
 
     out, metrics = report_run(args.run, args.test_dir, args.out, args.data_dir, args.device, args.skip_bad_files)
     print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")
 
 
 def cmd_compare(args) -> None:
-    from metricad.compare import run_comparison
+    from metricad.compare.comparison import run_comparison
 
     overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
     run_comparison(args.out, args.pairs or [(args.normal, args.anomaly)], args.methods, args.seeds,
@@ -160,7 +163,7 @@ def cmd_compare(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from metricad.reproduce import reproduce
+    from metricad.evaluate.reproduce import reproduce
 
     set_threads(args.threads)
     print("\n".join(reproduce(args.out, training_config(args), args.normal, args.anomaly, args.limit,

@@ -6,11 +6,11 @@ import argparse
 import json
 
 from metricad.cli import commands
-from metricad.recipe import INDEXES, LABELS, LOSSES, METHODS, NEGATIVES, PRESETS, RUNTIMES, SCHEDULES
+from metricad.recipe import (ANCHOR_SAMPLINGS, EXPLAIN_METHODS, INDEXES, LABELS, METHODS, NEGATIVES,
+                             ORIGINAL_ANCHOR_COUNTS, PRESETS, RUNTIMES, SCHEDULES, parse_setting)
 from metricad.scoring.spec import AUTO, EXPERTS, ScoreSpec
 from metricad.thresholds import THRESHOLD_MODES
 
-ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
 
 
 def _int_list(text: str) -> list[int]:
@@ -75,14 +75,10 @@ def _pair_list(text: str) -> list[tuple[int, int]]:
 
 
 def setting(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` for a training option; VALUE is read as JSON (numbers, lists), else kept as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=5), got {text!r}")
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+        return parse_setting(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -91,7 +87,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normal", type=int, default=7, help="normal class (default 7, sneaker)")
     p.add_argument("--anomaly", type=int, default=9, help="anomaly class, never trained on (default 9, ankle boot)")
     p.add_argument("--model", help="embedding model: compact-cnn (default) or seed-mobilenetv2")
-    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--loss", help="a registered loss (metricad.losses): seed, batch-all, batch-hard, semi-hard, "
+                                       "arcface, cosface, doc, binary")
     p.add_argument("--labels", choices=LABELS,
                    help="fine: each reference class keeps its label; binary: normal vs everything else")
     p.add_argument("--epochs", type=int)
@@ -162,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "writes RUN/metrics.json")
     p.add_argument("run")
     p.add_argument("--anchors", type=int, help="use N of the stored anchors (the first N unless --anchor-sampling)")
-    p.add_argument("--anchor-sampling", choices=("first", "random", "coreset"),
+    p.add_argument("--anchor-sampling", choices=ANCHOR_SAMPLINGS,
                    help="which N anchors: first (default), random, or a k-center coreset")
     p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
     p.add_argument("--k", type=int, help="the k-NN experts average the distances to the k nearest anchors")
@@ -216,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("files", nargs="+")
     p.add_argument("--out", required=True, help="directory for one figure per image and explanations.csv")
-    p.add_argument("--method", choices=("feature-diff", "gradcam"), default="feature-diff")
+    p.add_argument("--method", choices=EXPLAIN_METHODS, default="feature-diff")
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_explain)
 

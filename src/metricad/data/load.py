@@ -6,18 +6,14 @@ import sys
 
 import numpy as np
 
-from metricad.data.fashion_mnist import load_fashion_mnist
-from metricad.data.folders import folder_split, read_labelled_dir
-from metricad.data.split import AnomalySplit, make_split
+from metricad.data.folders import read_labelled_dir
+from metricad.data.sources import source_from_data
+from metricad.data.split import AnomalySplit
 
 
 def load_split(data: dict, data_dir=None) -> AnomalySplit:
-    """Fashion-MNIST classes (``{"dataset": "fashion-mnist", "normal", "anomaly", ...}``) or image folders."""
-    if data.get("dataset") == "folders":
-        return folder_split(data)[0]
-    train, test = load_fashion_mnist(data_dir)
-    return make_split(train, test, data["normal"], data["anomaly"], data.get("limit"), data.get("split_seed", 0),
-                      data.get("holdout", 0.0), data.get("val_anomalies", 0), data.get("val_seed", 0))
+    """The split a run's ``"data"`` section describes (``metricad.data.sources``)."""
+    return source_from_data(data, data_dir).load()[0]
 
 
 def labelled_dir_split(test_dir, channels: int, size: tuple[int, int],

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from metricad.data.images import list_image_files
-from metricad.deploy.chunks import arrow_table, part_schema, score_chunk
+from metricad.deploy.chunks import next_part_number, part_schema, score_chunk, write_part
 
 
 def done_paths(out: Path) -> set[str]:
@@ -43,22 +43,6 @@ def done_paths(out: Path) -> set[str]:
                              f"({', '.join(schema.names)}): score into a new --out")
         done.update(os.path.realpath(path) for path in paths)
     return done
-
-
-def next_part_number(out: Path) -> int:
-    """One past the highest part number in ``out``: never the name of a part that is there (parts removed as
-    incomplete leave gaps, so the count of parts is not a free name)."""
-    numbers = [int(p.stem[len("part-"):]) for p in out.glob("part-*.parquet") if p.stem[len("part-"):].isdigit()]
-    return max(numbers, default=-1) + 1
-
-
-def _write_part(out: Path, rows: dict, number: int) -> Path:
-    import pyarrow.parquet as pq
-
-    from metricad.files import atomic_write
-
-    table = arrow_table(rows)
-    return atomic_write(out / f"part-{number:06d}.parquet", lambda p: pq.write_table(table, p))
 
 
 def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = "local", device=None,
@@ -85,6 +69,6 @@ def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = 
     scorer = load_scorer(target, device, runtime)
     number = next_part_number(out)
     for start in range(0, len(todo), chunk_size):
-        _write_part(out, score_chunk(scorer, todo[start:start + chunk_size]), number)
+        write_part(out, score_chunk(scorer, todo[start:start + chunk_size]), number)
         number += 1
     return summary | {"model_id": scorer.model_id}

@@ -2,13 +2,18 @@
 Ray Data.
 
 Paths are a Ray dataset; ``map_batches`` sends chunks to a pool of actors, each holding one scorer (a model
-bundle on ONNX Runtime, or a run's detector) loaded once; the rows are written as Parquet by Ray. A local Ray is
-started when no ``address`` is given (``ray.init(address="auto")`` joins a running cluster).
+bundle on ONNX Runtime, or a run's detector) loaded once. The scored chunks stream back to this process, which
+writes each as a part file the moment it arrives, as the local engine does: Ray's own ``write_parquet`` runs in
+worker tasks that can finish after this job is killed, so that a rerun could read a part as missing and then see
+it appear (rows scored twice), and it waits for a free CPU that the actors hold. A local Ray is started when no
+``address`` is given (``ray.init(address="auto")`` joins a running cluster).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from metricad.deploy.chunks import next_part_number, part_schema, write_part
 
 
 class ChunkScorer:
@@ -37,8 +42,12 @@ def score_with_ray(target, paths: list[str], out: Path, chunk_size: int, runtime
         actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         dataset = ray.data.from_items([{"path": path} for path in paths])
         dataset = dataset.map_batches(ChunkScorer, fn_constructor_args=(str(Path(target).resolve()), runtime),
-                                      batch_size=chunk_size, batch_format="numpy", concurrency=actors)
-        dataset.write_parquet(str(out.resolve()))
+                                      batch_size=chunk_size, batch_format="numpy",
+                                      compute=ray.data.ActorPoolStrategy(size=actors))
+        number = next_part_number(out)
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            write_part(out, table.cast(part_schema()), number)
+            number += 1
     finally:
         if started_here:
             ray.shutdown()

@@ -20,9 +20,13 @@ from metricad.preprocessing import to_model_array
 from metricad.scoring.onnx_session import make_session
 from metricad.thresholds import is_anomalous, normalized_score
 
-FORMAT = "metricad-bundle-1"
+# Bundle 2 (issue 27) holds the decision as a run does: "offset" (anomaly when score > offset) and
+# "threshold_set_on" (how it was set). Bundle 1 called the offset "threshold"; it is still read.
+BUNDLE_FORMAT = "metricad-bundle-2"
+READABLE_FORMATS = ("metricad-bundle-1", BUNDLE_FORMAT)
 PREFIX = "metricad."
-REQUIRED = ("format", "version", "model_id", "score", "threshold", "threshold_set_on", "input", "preprocessing")
+REQUIRED = ("format", "version", "model_id", "score", "threshold_set_on", "input", "preprocessing")
+OFFSET_KEY = {"metricad-bundle-1": "threshold", BUNDLE_FORMAT: "offset"}
 
 
 def bundle_metadata(facts: dict) -> dict[str, str]:
@@ -47,13 +51,18 @@ class Bundle:
             raise ValueError(f"{self.path}: not a metricad model bundle (no {', '.join(PREFIX + k for k in missing)} "
                              "metadata): export one with metricad export RUN --out FILE.onnx")
         meta = {key[len(PREFIX):]: value for key, value in raw.items() if key.startswith(PREFIX)}
-        if meta["format"] != FORMAT:
-            raise ValueError(f"{self.path}: bundle format {meta['format']!r}, this metricad reads {FORMAT!r}")
+        if meta["format"] not in READABLE_FORMATS:
+            raise ValueError(f"{self.path}: bundle format {meta['format']!r}, this metricad reads "
+                             f"{' and '.join(map(repr, READABLE_FORMATS))}: export it again with this metricad")
+        offset_key = OFFSET_KEY[meta["format"]]
+        if PREFIX + offset_key not in raw:
+            raise ValueError(f"{self.path}: a {meta['format']} bundle without {PREFIX + offset_key} metadata")
+        meta["offset"] = meta.pop(offset_key)
         self.metadata = {k: v if k in ("format", "version", "model_id", "score") else json.loads(v)
                          for k, v in meta.items()}
         spec = self.metadata["input"]
         self.input_spec = (int(spec["channels"]), (int(spec["height"]), int(spec["width"])))
-        self.offset_ = float(self.metadata["threshold"])
+        self.offset_ = float(self.metadata["offset"])
         self.score, self.model_id = self.metadata["score"], self.metadata["model_id"]
 
     def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:

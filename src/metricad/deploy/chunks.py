@@ -1,5 +1,6 @@
 """One chunk of a batch job, as both engines (``metricad.deploy.batch``, local; ``metricad.deploy.batch_ray``,
-Ray) score and write it: the rows of a list of paths, and the one Arrow schema every part file has."""
+Ray) score and write it: the rows of a list of paths, the one Arrow schema every part file has, and the part
+file itself, written by the job's own process (never by a worker that could outlive it) in one rename."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from metricad.data.images import read_image
+
 
 def part_schema():
     import pyarrow as pa
@@ -45,3 +47,20 @@ def score_chunk(scorer, paths) -> dict[str, list]:
             "score": [by_path.get(p, nan)[0] for p in paths], "label": [by_path.get(p, nan)[1] for p in paths],
             "model_id": [scorer.model_id] * len(paths), "error": [errors.get(p) for p in paths],
             "normalized_score": [by_path.get(p, nan)[2] for p in paths]}
+
+
+def next_part_number(out: Path) -> int:
+    """One past the highest part number in ``out``: never the name of a part that is there (parts removed as
+    incomplete leave gaps, so the count of parts is not a free name)."""
+    numbers = [int(p.stem[len("part-"):]) for p in out.glob("part-*.parquet") if p.stem[len("part-"):].isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+def write_part(out: Path, rows, number: int) -> Path:
+    """``out/part-<number>.parquet`` from a chunk's rows (or its Arrow table), atomically."""
+    import pyarrow.parquet as pq
+
+    from metricad.files import atomic_write
+
+    table = rows if not isinstance(rows, dict) else arrow_table(rows)
+    return atomic_write(out / f"part-{number:06d}.parquet", lambda p: pq.write_table(table, p))

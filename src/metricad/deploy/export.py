@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import metricad
-from metricad.deploy.bundle import FORMAT, bundle_metadata
+from metricad.deploy.bundle import BUNDLE_FORMAT, bundle_metadata
 from metricad.files import atomic_write
 from metricad.run import open_run
 from metricad.scoring.onnx_graph import export_graph
@@ -23,13 +23,13 @@ def export_run(path, out) -> str:
         f"{len(detector.anchor_indices_)} anchors")
     channels, (height, width) = detector.input_spec
     model = onnx.load_from_string(export_graph(detector.graph_, detector.input_spec))
-    facts = {"format": FORMAT, "version": metricad.__version__, "model_id": run.model_id, "score": detector.score,
-             "threshold": detector.offset_, "threshold_set_on": detector.threshold_,
+    facts = {"format": BUNDLE_FORMAT, "version": metricad.__version__, "model_id": run.model_id,
+             "score": detector.score, "offset": detector.offset_, "threshold_set_on": detector.threshold_set_on_,
              "input": {"name": "images", "channels": channels, "height": height, "width": width,
                        "layout": "NCHW", "dtype": "float32", "range": [0, 1]},
              "preprocessing": {"decode": "Pillow", "mode": "L" if channels == 1 else "RGB",
                                "resize": "bilinear to height x width", "scale": "uint8 / 255"},
-             "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > threshold",
+             "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > offset",
                          "parts": "(N, members x experts) raw expert scores"},
              "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
              "models": run.config["models"]}

@@ -67,7 +67,7 @@ class RunScorer:
         detector = self.detector
         return {"run": str(self.run.path), "models": self.run.config["models"], "score": detector.score,
                 "anchors": len(detector.anchor_indices_), "k": detector.k, "runtime": detector.runtime,
-                "threshold_set_on": detector.threshold_}
+                "threshold_set_on": detector.threshold_set_on_}
 
 
 def load_scorer(target, device=None, runtime: str = "torch", threads: int | None = None):

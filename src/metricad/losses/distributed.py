@@ -11,8 +11,8 @@ import torch.nn as nn
 from pytorch_metric_learning.utils import distributed as pml_distributed
 
 from metricad.distributed import gather_with_grad, world
-
-PAIR_LOSSES = ("batch-all", "batch-hard", "semi-hard")
+from metricad.losses.metric import MinedLoss
+from metricad.losses.registry import loss_entry
 
 
 class GatheredLoss(nn.Module):
@@ -29,11 +29,11 @@ class GatheredLoss(nn.Module):
 
 def for_ranks(criterion: nn.Module, name: str) -> nn.Module:
     """``criterion`` (a ``build_loss`` module) as it must run on one rank of several."""
-    if name in PAIR_LOSSES:
+    if not loss_entry(name).pairs:
+        return criterion
+    if isinstance(criterion, MinedLoss):  # the library's own wrappers, for its losses and miners
         criterion.loss = pml_distributed.DistributedLossWrapper(criterion.loss)
         if criterion.miner is not None:
             criterion.miner = pml_distributed.DistributedMinerWrapper(criterion.miner)
         return criterion
-    if name == "seed":
-        return GatheredLoss(criterion)
-    return criterion
+    return GatheredLoss(criterion)

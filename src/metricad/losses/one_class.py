@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from metricad.losses.registry import register_loss
+
 
 def compactness_loss(normal_embeddings: torch.Tensor) -> torch.Tensor:
     """DOC's compactness: mean over the batch of ||z_i - mean of the other z_j||^2, divided by the dimension.
@@ -62,3 +64,21 @@ class BinaryLoss(nn.Module):
     @torch.no_grad()
     def anomaly_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.classifier(embeddings).squeeze(1))
+
+
+def _normal_label(name: str, normal_label: int | None) -> int:
+    if normal_label is None:
+        raise ValueError(f"the {name} loss needs the normal class's label")
+    return normal_label
+
+
+@register_loss("doc")
+def doc(num_classes, embedding_dim, margin, normal_label):
+    if num_classes < 3:
+        raise ValueError("the doc loss needs fine labels (its descriptiveness loss classifies the reference classes)")
+    return DOCLoss(num_classes, embedding_dim, _normal_label("doc", normal_label))
+
+
+@register_loss("binary")
+def binary(num_classes, embedding_dim, margin, normal_label):
+    return BinaryLoss(embedding_dim, _normal_label("binary", normal_label))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from metricad.losses.registry import register_loss
+
 
 def _pair_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Gram form |a|^2 + |b|^2 - 2ab: one matmul instead of a B x B x D difference tensor. The diagonal is set to
@@ -55,3 +57,8 @@ class SeedTripletLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return seed_triplet_loss(embeddings, labels, self.margin)
+
+
+@register_loss("seed", pairs=True)
+def seed(num_classes, embedding_dim, margin, normal_label):
+    return SeedTripletLoss(margin)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from metricad.index import knn_search
+from metricad.recipe import EXPLAIN_METHODS
 
 
 @dataclass
@@ -66,7 +67,6 @@ def feature_difference(model: nn.Module, x: torch.Tensor, anchors_x: torch.Tenso
     return diff / diff.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
 
 
-EXPLAIN_METHODS = ("feature-diff", "gradcam")
 
 
 @torch.no_grad()

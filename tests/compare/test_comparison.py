@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metricad.compare import LOFScorer, method_config, summarize
+from metricad.compare.comparison import LOFScorer, method_config, summarize
 from metricad.models import create_model
 from metricad.recipe import PRESETS
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from metricad.evaluation import evaluate, evaluation_images
-from metricad.explain import explain
+from metricad.evaluate.evaluation import evaluate, evaluation_images
+from metricad.evaluate.explain import explain
 from metricad.files import write_text
+from metricad.layout import Layout
 from metricad.run import open_run
 
 
@@ -120,7 +121,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px soli
 <tr><th>test images</th><td>{metrics['n_test_normal']} normal, {metrics['n_test_anomaly']} anomalous</td></tr>
 <tr><th>ROC AUC</th><td>{metrics['auc']:.4f}</td></tr>
 <tr><th>average precision</th><td>{metrics['average_precision']:.4f}</td></tr>
-<tr><th>threshold</th><td>{metrics['threshold']:.4f} ({html.escape(str(detector.threshold_.get('mode')))})</td></tr>
+<tr><th>threshold</th><td>{metrics['threshold']:.4f} ({html.escape(str(detector.threshold_set_on_.get('mode')))})</td></tr>
 <tr><th>at the threshold</th><td>precision {at['precision']:.3f}, recall {at['recall']:.3f}, F1 {at['f1']:.3f},
 false-positive rate {at['false_positive_rate']:.3f}</td></tr>
 </table>
@@ -150,4 +151,4 @@ def report_run(path, test_dir=None, out=None, data_dir=None, device=None, skip_b
                "test set": where or test_dir}
     page, metrics = build_report(run.detector, split.test_images, split.test_is_anomaly,
                                  f"metricad report: {run.path.name}", details)
-    return write_text(Path(out) if out else run.path / "report.html", page), metrics
+    return write_text(Path(out) if out else Layout(run.path).report, page), metrics

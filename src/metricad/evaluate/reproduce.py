@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 
-from metricad.compare import baseline_rows
+from metricad.compare.comparison import baseline_rows
 from metricad.data import CLASS_NAMES
-from metricad.evaluation import ORIGINAL_ANCHOR_COUNTS, benchmark_run, evaluate_run, plot_extremes
-from metricad.pipeline import train_run
-from metricad.report import report_run
-from metricad.recipe import RUNTIMES
+from metricad.data.sources import FashionMNIST
+from metricad.evaluate.evaluation import benchmark_run, evaluate_run, plot_extremes
+from metricad.evaluate.report import report_run
+from metricad.layout import Layout
+from metricad.recipe import ORIGINAL_ANCHOR_COUNTS, RUNTIMES
+from metricad.train.pipeline import train_run
 
 ORIGINAL_AUC = 0.9066  # the 2019 post, sneaker vs ankle boot
 
@@ -20,13 +22,13 @@ def reproduce(out, config, normal: int = 7, anomaly: int = 9, limit=None, data_d
               overwrite: bool = False, val_anomalies: int = 0, val_seed: int = 0) -> list[str]:
     """Run the whole job into the run directory ``out``; returns the summary lines it prints."""
     start = time.perf_counter()
-    path = train_run(out, config, normal, anomaly, limit, data_dir, device, overwrite=overwrite,
-                     val_anomalies=val_anomalies, val_seed=val_seed)
+    source = FashionMNIST(normal, anomaly, limit, data_dir, val_anomalies, val_seed)
+    path = train_run(out, config, source, device=device, overwrite=overwrite)
     run, split, metrics, scores = evaluate_run(path, data_dir, device)
     # The original's anchor counts, from all the run has (5,400 when 10 % of the 6,000 sneakers are held out).
     anchor_counts = [len(split.anchor_images)] + [n for n in ORIGINAL_ANCHOR_COUNTS if n < len(split.anchor_images)]
     markdown = benchmark_run(path, anchor_counts, [1, 20], data_dir, device, RUNTIMES)
-    plot_extremes(split.test_images, split.test_is_anomaly, scores, path / "figure.png")
+    plot_extremes(split.test_images, split.test_is_anomaly, scores, Layout(path).figure)
     report, _ = report_run(path, data_dir=data_dir, device=device)
     baselines = {row["method"]: {"auc": row["auc"], "seconds": row["train_seconds"]} for row in baseline_rows(split)}
     run.update_metrics({"baselines": baselines})
@@ -39,4 +41,4 @@ def reproduce(out, config, normal: int = 7, anomaly: int = 9, limit=None, data_d
             f"{run.detector.score}",
             f"metricad AUC {CLASS_NAMES[normal]} (normal) vs {CLASS_NAMES[anomaly]} (anomaly): {metrics['auc']:.4f}"
             f"   (original post, sneaker vs ankle boot: {ORIGINAL_AUC})",
-            f"figure: {path / 'figure.png'}   report: {report}   total wall time {time.perf_counter() - start:.0f} s"]
+            f"figure: {Layout(path).figure}   report: {report}   total wall time {time.perf_counter() - start:.0f} s"]

@@ -16,8 +16,8 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from metricad.pipeline import checkpoint_file
-from metricad.run import open_run, partial_dir
+from metricad.layout import Layout
+from metricad.run import open_run
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -58,7 +58,7 @@ def _bootstrap(rank, port, tmp, worker, args):
 
 def _deal_an_epoch(rank, labels, batch_size):
     from metricad.distributed import local_batch
-    from metricad.training import epoch_order
+    from metricad.train.loop import epoch_order
 
     order = epoch_order(labels, torch.Generator().manual_seed(0))
     return {"order": order, "batches": torch.stack([
@@ -82,7 +82,7 @@ def _one_step(rank, loss_name, x, y):
 
     from metricad.distributed import local_batch
     from metricad.recipe import PRESETS
-    from metricad.training import TrainingStep, _for_ranks, make_optimizer
+    from metricad.train.loop import TrainingStep, _for_ranks, make_optimizer
 
     config = replace(PRESETS["default"], loss=loss_name, optimizer="sgd", lr=0.1, batch_size=len(y))
     model, criterion = _model_and_loss(loss_name)
@@ -170,7 +170,7 @@ def test_a_killed_rank_is_resumed_from_the_last_checkpoint(tmp_path, fake_fashio
               "--ensemble", "1"]
     launcher = subprocess.Popen([*TORCHRUN, "-m", "metricad", "train", "--out", str(killed), *common], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = partial_dir(killed) / checkpoint_file(0)
+    checkpoint = Layout(killed).partial.checkpoint(0)
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and launcher.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -18,13 +18,14 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from metricad import distributed
-from metricad.checkpoint import load_checkpoint, save_checkpoint
 from metricad.data.negatives import add_shifted_negatives
-from metricad.losses import build_loss
+from metricad.losses import build_loss, loss_entry
 from metricad.losses.distributed import for_ranks
 from metricad.models import create_model
 from metricad.preprocessing import to_model_input
-from metricad.recipe import LOSSES_WITH_CENTRES, TrainConfig
+from metricad.recipe import TrainConfig
+from metricad.train.checkpoint import load_checkpoint, save_checkpoint
+from metricad.train.config import checked
 
 
 def seed_everything(seed: int) -> None:
@@ -123,7 +124,7 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     is saved). ``on_epoch_end(record, model)``, if given, is called after each epoch with its log record (e.g. to
     follow a validation AUC); the model is in eval mode during the call.
     """
-    config.validate()
+    checked(config)
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
     seed_everything(config.seed)
@@ -200,7 +201,7 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
         distributed.broadcast_buffers(model)
         trained, model = model, create_model(config.model, **config.model_kwargs).to(device)
         model.load_state_dict(trained.state_dict())
-    if config.loss in LOSSES_WITH_CENTRES and normal_label is not None:
+    if loss_entry(config.loss).centres and normal_label is not None:
         model.set_class_centres(criterion.loss.W, normal_label)
     if return_loss:
         return model.eval(), history, criterion.eval()

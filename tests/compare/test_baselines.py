@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from metricad.baselines import BASELINES, IsolationForestDetector, PCAReconstruction, RawPixelKNN
+from metricad.compare.baselines import BASELINES, IsolationForestDetector, PCAReconstruction, RawPixelKNN
 
 
 def raw_pixel_knn(normal, test, k=1):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from metricad import Detector
 from metricad.cli import main
-from metricad.explain import explain
+from metricad.evaluate.explain import explain
 from metricad.models import create_model
 
 

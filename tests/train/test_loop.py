@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from metricad import training
+from metricad.train import loop as training
 from metricad.recipe import PRESETS, TrainConfig
-from metricad.training import train_embedding
+from metricad.train.loop import train_embedding
 from tests.conftest import synthetic_images
 
 

@@ -23,8 +23,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from metricad import selection
-from metricad.baselines import BASELINES
+from metricad.compare.baselines import BASELINES
 from metricad.data import CLASS_NAMES, AnomalySplit, load_split, validation_split
+from metricad.evaluate.timing import ms_per_image
 from metricad.files import write_json, write_text
 from metricad.preprocessing import to_model_input
 from metricad.recipe import METHODS, PRESETS, TrainConfig
@@ -88,19 +89,11 @@ class LOFScorer:
         return -self.lof.score_samples(self.scaler.transform(self.embed(images).numpy()))  # sklearn: high = normal
 
 
-def _ms_per_image(scorer, images: np.ndarray, batch_size: int) -> float:
-    scorer.score_samples(images[:batch_size])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(images), batch_size):
-        scorer.score_samples(images[i:i + batch_size])
-    return 1000 * (time.perf_counter() - start) / len(images)
-
-
 def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | None = None, device=None) -> dict:
     """Fit one method; return ``{name: scorer}`` (several for ``binary``, ``doc`` and a multi-expert
     ``metricad``) and the training seconds."""
-    from metricad.pipeline import fit_detector, train_members
-    from metricad.training import train_embedding
+    from metricad.train.pipeline import fit_detector, train_members
+    from metricad.train.loop import train_embedding
 
     start = time.perf_counter()
     if method in BASELINES:
@@ -158,8 +151,8 @@ def compare(split: AnomalySplit, methods, seeds, base: TrainConfig | None = None
             for name, scorer in fitted["scorers"].items():
                 scores = test_scores[name] = scorer.score_samples(split.test_images)
                 rows.append(fields | {"method": name, "auc": float(roc_auc_score(split.test_is_anomaly, scores)),
-                                      "ms_per_image_batch1": _ms_per_image(scorer, timing_images, 1),
-                                      "ms_per_image_batch20": _ms_per_image(scorer, timing_images, 20)})
+                                      "ms_per_image_batch1": ms_per_image(scorer, timing_images, 1),
+                                      "ms_per_image_batch20": ms_per_image(scorer, timing_images, 20)})
                 if progress:
                     progress(rows[-1])
             if val_anomalies:

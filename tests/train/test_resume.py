@@ -8,14 +8,15 @@ import torch
 from safetensors.torch import load_file
 
 import pytest
-import metricad.training
+import metricad.train.loop
 from metricad.cli import main
-from metricad.pipeline import checkpoint_file
+from metricad.layout import Layout
 from metricad.run import partial_dir
+
+CHECKPOINT_FILE = Layout("run").checkpoint(0).name
 
 EPOCHS = 20  # about 0.1 s each here: the job is stopped long before it could finish
 TRAIN_ARGS = ["--epochs", str(EPOCHS), "--batch-size", "16", "--device", "cpu", "--seed", "3"]
-CHECKPOINT_FILE = checkpoint_file(0)
 
 
 @pytest.mark.parametrize("members", [1, 2])
@@ -24,7 +25,7 @@ def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(tmp_path,
     data = ["--data-dir", str(fake_fashion_dir), "--ensemble", str(members)]
     process = subprocess.Popen([sys.executable, "-m", "metricad", "train", "--out", str(killed), *data,
                                 *TRAIN_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = partial_dir(killed) / checkpoint_file(members - 1)  # into the last member's training
+    checkpoint = Layout(killed).partial.checkpoint(members - 1)  # into the last member's training
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -47,7 +48,7 @@ def test_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(tmp_path,
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, fake_fashion_dir, monkeypatch,
                                                                           capsys):
-    real_build_loss = metricad.training.build_loss
+    real_build_loss = metricad.train.loop.build_loss
 
     def loss_that_breaks_in_epoch_2(*args, **kwargs):
         loss, calls = real_build_loss(*args, **kwargs), [0]
@@ -60,13 +61,13 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         loss.forward = forward
         return loss
 
-    monkeypatch.setattr(metricad.training, "build_loss", loss_that_breaks_in_epoch_2)
+    monkeypatch.setattr(metricad.train.loop, "build_loss", loss_that_breaks_in_epoch_2)
     run = tmp_path / "run"
     code = main(["train", "--out", str(run), "--data-dir", str(fake_fashion_dir), *TRAIN_ARGS])
     assert code == 2
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2" in err and "last good checkpoint (epoch 1)" in err
-    checkpoint = partial_dir(run) / CHECKPOINT_FILE
+    checkpoint = Layout(run).partial.checkpoint(0)
     assert checkpoint.exists() and not run.exists()
     from safetensors import safe_open
     with safe_open(str(checkpoint), framework="pt") as f:

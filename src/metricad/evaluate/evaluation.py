@@ -8,15 +8,15 @@ Fashion-MNIST test split (never used to train, normalise, choose or threshold), 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from metricad.files import write_json, write_text
+from metricad.evaluate.timing import time_scoring
+from metricad.layout import Layout
 from metricad.run import open_run
-
-ORIGINAL_ANCHOR_COUNTS = [6000, 3000, 1000, 500, 100, 50]
 
 
 def evaluate(detector, images: np.ndarray, is_anomaly: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -31,7 +31,7 @@ def evaluate(detector, images: np.ndarray, is_anomaly: np.ndarray) -> tuple[dict
         "average_precision": float(average_precision_score(truth, scores)),
         "n_test_normal": int(np.sum(~truth)), "n_test_anomaly": int(np.sum(truth)),
         "n_anchors": len(detector.anchor_indices_), "k": detector.k, "score": detector.score,
-        "threshold": detector.offset_, "threshold_set_on": detector.threshold_,
+        "threshold": detector.offset_, "threshold_set_on": detector.threshold_set_on_,
         "at_threshold": {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
                          "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
                          "f1": 2 * tp / max(2 * tp + fp + fn, 1),
@@ -73,18 +73,6 @@ def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_
     return run, split, metrics, scores
 
 
-def time_scoring(detector, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """Score ``images`` in consecutive batches as a camera loop would; return scores and wall seconds.
-
-    Timed per batch: preprocessing, the model(s) and every expert, k-NN included. One untimed batch warms up first.
-    """
-    detector.score_samples(images[:batch_size])
-    scores, start = [], time.perf_counter()
-    for i in range(0, len(images), batch_size):
-        scores.append(detector.score_samples(images[i:i + batch_size]))
-    return np.concatenate(scores), time.perf_counter() - start
-
-
 def benchmark(detector, images: np.ndarray, is_anomaly: np.ndarray, anchor_counts, batch_sizes, model_name: str,
               runtime: str = "torch", progress=None) -> list[dict]:
     """The original's tables: for each anchor count (the first N, as the original) and batch size, the total
@@ -119,8 +107,8 @@ def benchmark_run(path, anchor_counts, batch_sizes, data_dir=None, device=None, 
         rows += benchmark(run.detector, split.test_images, split.test_is_anomaly, anchor_counts, batch_sizes,
                           run.config["models"][0]["name"], runtime=runtime, progress=show)
     markdown = benchmark_markdown(rows, len(split.test_images))
-    run.write_json("benchmark.json", rows)
-    run.write_text("benchmark.md", markdown)
+    write_json(Layout(run.path).benchmark_json, rows)
+    write_text(Layout(run.path).benchmark_md, markdown)
     return markdown
 
 

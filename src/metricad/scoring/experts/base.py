@@ -1,0 +1,67 @@
+"""Experts: each one piece of evidence that an image is anomalous (higher = more anomalous), fitted on the normal
+images of one trained model.
+
+An expert reads one view of an image (``views``: the model's ``embedding``, its ``local`` and last ``features``
+maps, and the model input as ``pixels``), turns it into the vectors it compares (``vectors``), learns from the
+anchors' vectors (``fit``) and scores (``forward``). ``anchor_scores`` gives each anchor's own score with itself
+left out, to normalise on when no held-out normal images are given. Experts are ``nn.Module``s holding their
+fitted state as buffers, so that one scoring graph runs them in torch and exports them to ONNX unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+MAP_DIM = 64  # the feature-map expert's projection: kept two members in the scoring budget (decisions.md)
+EXPERT_CLASSES: dict[str, type["Expert"]] = {}
+
+
+def register_expert(key: str):
+    """Class decorator: the expert that the score names reading ``key`` use (``scoring.spec.declare_expert``)."""
+    def register(cls):
+        cls.name = key
+        EXPERT_CLASSES[key] = cls
+        return cls
+    return register
+
+
+def build_expert(key: str, k: int = 1, fmap_dim: int = MAP_DIM, seed: int = 0, index: str = "exact") -> "Expert":
+    """The unfitted expert registered as ``key`` (a ``ScoreSpec``'s keys: ``excess-margin`` reads ``margin``)."""
+    if key not in EXPERT_CLASSES:
+        raise ValueError(f"unknown expert {key!r}; registered: {', '.join(EXPERT_CLASSES)}")
+    return EXPERT_CLASSES[key].from_params(k=k, fmap_dim=fmap_dim, seed=seed, index=index)
+
+
+class Expert(nn.Module):
+    name: str  # its registry key
+    uses_model = True  # reads a view of the trained model (the pixel expert does not)
+    state_keys: tuple[str, ...] = ()  # the fitted buffers that a run saves
+
+    @classmethod
+    def from_params(cls, k: int, fmap_dim: int, seed: int, index: str) -> "Expert":
+        """The expert for a detector's parameters (each expert takes the ones it uses)."""
+        return cls()
+
+    def prepare(self, model: nn.Module) -> None:
+        """Set up what ``vectors`` needs from the model's shapes (before the anchors' vectors are computed)."""
+
+    def vectors(self, views: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, model: nn.Module, anchor_vectors: torch.Tensor) -> "Expert":
+        raise NotImplementedError
+
+    def anchor_scores(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        return {key: getattr(self, key) for key in self.state_keys}
+
+    def load_fitted_state(self, state: dict[str, torch.Tensor]) -> "Expert":
+        missing = [key for key in self.state_keys if key not in state]
+        if missing:
+            raise ValueError(f"the {self.name} expert's saved state lacks {', '.join(missing)}")
+        for key in self.state_keys:
+            setattr(self, key, state[key])
+        return self
