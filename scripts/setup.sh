@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything metricad needs on a Debian machine with Python >= 3.10:
 # the Fashion-MNIST data package, a headless browser (for the report test) and a virtual environment (.venv)
-# with metricad and every extra installed (training, serving, faiss, Parquet batch scoring, Ray, tests).
+# with metricad and every extra installed (training, serving, faiss, Parquet batch scoring, Ray, the ELPV images,
+# tests).
 # Safe to run again: finished steps are quick no-ops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,5 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[train,serve,faiss,batch,ray,test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[train,serve,faiss,batch,ray,elpv,test]'
 echo "metricad is set up: .venv/bin/metricad --help" >&2

@@ -16,8 +16,10 @@ from sklearn.base import BaseEstimator
 
 from metricad import distributed
 from metricad.preprocessing import to_model_array, to_model_input
+from metricad.progress import progress
 from metricad.recipe import ANCHOR_SAMPLINGS, PRESETS, RUNTIMES
 from metricad.scoring.experts import MAP_DIM, build_expert
+from metricad.scoring.experts.patch import BANK_SIZE
 from metricad.scoring.graph import MemberScorer, ScoringGraph
 from metricad.scoring.spec import ScoreSpec
 from metricad.thresholds import is_anomalous, normalized_score, threshold_for
@@ -25,6 +27,9 @@ from metricad.thresholds import is_anomalous, normalized_score, threshold_for
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+FIT_BATCH_PIXELS = 1 << 22  # input pixels per embedding batch while fitting (~40 images at 320x320)
 
 
 class NotFittedError(RuntimeError):
@@ -47,6 +52,7 @@ class Detector(BaseEstimator):
         ``1 - contamination`` quantile of the normal images' scores (held-out ones, else the anchors' leave-one-out).
     random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
     fmap_dim : the feature-map expert's projected dimension.
+    bank_size : the patch expert's memory bank: at most this many normal patches (a greedy k-center coreset).
     index : the k-NN index, ``"exact"`` (torch) or ``"faiss-flat"``, ``"faiss-ivf"``, ``"faiss-hnsw"`` for large banks.
     runtime : ``"torch"`` runs the scoring graph itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster
         on a CPU; needs the exact index).
@@ -56,7 +62,7 @@ class Detector(BaseEstimator):
     def __init__(self, model, score: str = PRESETS["default"].score, k: int = 1, n_anchors: int | None = None,
                  anchor_sampling: str = "first", contamination: float = 0.01, random_state: int = 0,
                  fmap_dim: int = MAP_DIM, index: str = "exact", runtime: str = "torch", batch_size: int = 512,
-                 device=None):
+                 device=None, bank_size: int = BANK_SIZE):
         self.model = model
         self.score = score
         self.k = k
@@ -69,11 +75,18 @@ class Detector(BaseEstimator):
         self.runtime = runtime
         self.batch_size = batch_size
         self.device = device
+        self.bank_size = bank_size
 
     # ---- learning -------------------------------------------------------------------------------------------
     @property
     def models(self) -> list[nn.Module]:
         return list(self.model) if isinstance(self.model, (list, tuple, nn.ModuleList)) else [self.model]
+
+    @property
+    def expert_params(self) -> dict:
+        """What the experts are built with (``scoring.experts.build_expert``)."""
+        return {"k": self.k, "fmap_dim": self.fmap_dim, "seed": self.random_state, "index": self.index,
+                "bank_size": self.bank_size}
 
     @property
     def score_spec(self) -> ScoreSpec:
@@ -157,17 +170,23 @@ class Detector(BaseEstimator):
             self.offset_ = float(np.quantile(normal_scores, 1.0 - self.contamination))
             self.threshold_set_on_ = {"mode": "leave-one-out", "contamination": self.contamination}
 
+    def _fit_batch(self, x: torch.Tensor) -> int:
+        """Images per embedding batch: ``batch_size``, fewer for large images, whose first feature maps would
+        otherwise take gigabytes (512 images at 320x320 held 10 GB)."""
+        return max(1, min(self.batch_size, FIT_BATCH_PIXELS // int(x.shape[2] * x.shape[3])))
+
     def _fit_experts(self, model: nn.Module, spec: ScoreSpec, x: torch.Tensor) -> dict:
         """The experts ``spec`` reads, fitted on the anchors ``x`` as ``model`` sees them."""
         model = model.to(self.device_).eval()
-        experts = {key: build_expert(key, self.k, self.fmap_dim, self.random_state, self.index) for key in spec.keys}
+        experts = {key: build_expert(key, **self.expert_params) for key in spec.keys}
         member = MemberScorer(model, experts).to(self.device_)
         with torch.no_grad():
             for expert in experts.values():
                 expert.prepare(model)
             mine = x[distributed.shard(len(x))]  # under torchrun each rank embeds its shard; all gather them
-            batches = [member.vectors(mine[i:i + self.batch_size].to(self.device_))
-                       for i in range(0, len(mine), self.batch_size)]
+            batch = self._fit_batch(x)
+            batches = [member.vectors(mine[i:i + batch].to(self.device_))
+                       for i in progress(range(0, len(mine), batch), "embedding the anchors")]
             for j, expert in enumerate(experts.values()):
                 expert.fit(model, distributed.gather_rows(torch.cat([batch[j] for batch in batches])))
         return experts
@@ -246,8 +265,9 @@ class Detector(BaseEstimator):
         x = self.model_input(images)
         scores, parts = [], []
         with torch.inference_mode():
-            for i in range(0, len(x), self.batch_size):
-                score, part = self.graph_(x[i:i + self.batch_size].to(self.device_))
+            batch = min(self.batch_size, self.graph_.max_batch)
+            for i in progress(range(0, len(x), batch), "scoring", total=-(-len(x) // batch)):
+                score, part = self.graph_(x[i:i + batch].to(self.device_))
                 scores.append(score.cpu())
                 parts.append(part.cpu())
         if not scores:
@@ -259,7 +279,8 @@ class Detector(BaseEstimator):
         self._check_fitted()
         if self.session_ is None:
             return self._run_torch(images)
-        return self.session_(to_model_array(images, *self.input_spec), self.batch_size)
+        batch = min(self.batch_size, self.graph_.max_batch)
+        return self.session_(to_model_array(images, *self.input_spec), batch)
 
     def score_samples(self, images) -> np.ndarray:
         """Anomaly score of each image, higher = more anomalous: the mean over experts (and ensemble members) of

@@ -14,9 +14,11 @@ LABELS = ("binary", "fine")
 SCHEDULES = ("step", "onecycle")
 OPTIMIZERS = ("sgd", "adam")
 NEGATIVES = ("rot90", "rot180", "rot270", "vflip", "hflip")  # shifted negatives (metricad.data.negatives)
+DEFECTS = ("cutpaste", "scar", "blend", "intensity")  # synthetic defects (metricad.data.defects)
+PRETRAINED = ("efficientnet-lite0", "timm")  # models that start from ImageNet weights (metricad.models.pretrained)
 RUNTIMES = ("torch", "onnx")  # how a detector runs its scoring graph (metricad.detector)
 # What `metricad compare` runs: raw-pixel baselines, trained baselines, the original recipe and metricad.
-METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad")
+METHODS = ("raw-pixels", "pca", "iforest", "doc", "binary", "seed", "metricad", "pretrained")
 INDEXES = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")  # its k-NN index (metricad.index)
 ANCHOR_SAMPLINGS = ("first", "random", "coreset")  # which normal images become anchors (metricad.detector)
 EXPLAIN_METHODS = ("feature-diff", "gradcam")  # heat-maps (metricad.evaluate.explain)
@@ -43,7 +45,7 @@ class TrainConfig:
     loss: str = "cosface"
     labels: str = "binary"
     margin: float = 0.2
-    epochs: int = 5
+    epochs: int = 5  # 0: no training at all (a pretrained backbone as it is, for a memory bank)
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -57,6 +59,9 @@ class TrainConfig:
     shift: int = 2  # augmentation: random translation of each training image by up to this many pixels
     # Shifted negatives (metricad.data.negatives): each named transform of the normal images becomes a class.
     negatives: list = field(default_factory=list)
+    # Synthetic defects (metricad.data.defects): one defective copy of each normal image per kind, each kind a
+    # class of its own, so that good images alone can train (as reference images do, when there are some).
+    defects: list = field(default_factory=list)
     # The detector's score: expert names joined by "+" (metricad.scoring.spec), e.g. "knn+excess-margin", or
     # "auto": chosen by a few labelled anomalies (metricad.selection).
     score: str = "knn"
@@ -96,8 +101,13 @@ class TrainConfig:
                   (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
                                                   f"{self.lr_schedule!r}"),
                   (self.optimizer in OPTIMIZERS, f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
-                  (self.epochs >= 1 and self.batch_size >= 2,
-                   f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}"),
+                  (self.epochs >= 0 and self.batch_size >= 2,
+                   f"need epochs >= 0 and batch_size >= 2, got {self.epochs} and {self.batch_size}"),
+                  (self.epochs > 0 or self.model in PRETRAINED,
+                   f"epochs 0 leaves the model as it starts: only a pretrained one ({', '.join(PRETRAINED)}) "
+                   f"scores that way, got {self.model!r}"),
+                  (set(self.defects) <= set(DEFECTS) and len(set(self.defects)) == len(self.defects),
+                   f"defects must be distinct kinds among {', '.join(DEFECTS)}, got {self.defects}"),
                   (0.0 <= self.holdout < 1.0, f"holdout must be in [0, 1), got {self.holdout}"),
                   (isinstance(self.ensemble, int) and self.ensemble >= 1,
                    f"ensemble must be a positive number of models, got {self.ensemble!r}")]
@@ -120,4 +130,12 @@ PRESETS = {
     # SGD lr 1e-3 momentum 0.9, x0.1 at epochs 25 and 45, 50 epochs, batch 128.
     "seed": TrainConfig(model="seed-mobilenetv2", loss="seed", labels="binary", epochs=50, batch_size=128,
                         optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1, shift=0),
+    # The image-folder default (good images alone, real resolution: shorter side 320 px, data.folders):
+    # EfficientNet-Lite0 with its ImageNet weights, not trained, scored patch by patch against a memory bank of
+    # 4,096 normal patches (PatchCore), z-scored on 10 % of the good images held out. Chosen on held-out good images with synthetic defects, never on a
+    # real defect: docs/decisions.md, 2026-12-02.
+    "inspection": TrainConfig(model="efficientnet-lite0", model_kwargs={"weights": "imagenet"}, epochs=0,
+                              loss="batch-hard", score="patch", holdout=0.1),
 }
+# Which preset a command starts from when none is named: image folders get the inspection preset.
+FOLDER_PRESET = "inspection"

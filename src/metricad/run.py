@@ -30,7 +30,8 @@ from metricad.layout import Layout
 RUN_FORMAT = 3
 READABLE_FORMATS = (2, 3)
 # Detector parameters a run records and reopens with (runtime, batch size and device are the caller's choice).
-FIT_PARAMS = ("score", "k", "n_anchors", "anchor_sampling", "contamination", "random_state", "fmap_dim", "index")
+FIT_PARAMS = ("score", "k", "n_anchors", "anchor_sampling", "contamination", "random_state", "fmap_dim", "index",
+              "bank_size")
 
 
 def partial_dir(out: Path) -> Path:
@@ -76,7 +77,11 @@ def _build_models(config: dict, directory: Path) -> list:
     state = _load_tensors(weights)
     models = []
     for i, recipe in enumerate(config["models"]):
-        model = create_model(recipe["name"], **recipe.get("kwargs", {}))
+        kwargs = dict(recipe.get("kwargs", {}))
+        if "weights" in kwargs:  # where its pretrained weights came from: the run's own trained ones replace them
+            kwargs["weights"] = None
+        model = create_model(recipe["name"], **kwargs)
+        model.metricad_config = dict(recipe)
         prefix = f"member{i}."
         try:
             model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
@@ -126,8 +131,7 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
         for key in spec.keys:
             prefix = f"member{m}.{key}."
             state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            fitted[key] = build_expert(key, prototype.k, prototype.fmap_dim, prototype.random_state,
-                                       prototype.index).load_fitted_state(state)
+            fitted[key] = build_expert(key, **prototype.expert_params).load_fitted_state(state)
         experts.append(fitted)
     combiner = ZScoreMean(list(spec.one_sided) * len(models))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]

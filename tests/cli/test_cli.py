@@ -182,7 +182,7 @@ def test_compare_every_method_in_one_table(tmp_path, fake_fashion_dir, capsys):
     summary = {s["method"]: s for s in report["summary"]}
     experts = {f"metricad[{e}]" for e in ("knn", "fmap", "margin")}  # the default's experts, each alone
     assert set(summary) == {"raw-pixels", "pca", "iforest", "doc", "doc-lof", "binary", "binary-prob", "seed",
-                            "metricad"} | experts
+                            "metricad", "metricad[patch]", "pretrained"} | experts
     # The deterministic baselines are fitted once; every other method once per seed.
     assert {m: s["seeds"] for m, s in summary.items() if s["seeds"] != 2} == {"raw-pixels": 1, "pca": 1}
     assert len(report["rows"]) == 2 + 2 * (len(summary) - 2)

@@ -11,7 +11,8 @@ from metricad.cli import main
 from metricad.data.folders import infer_input_spec, list_images, read_images
 from metricad.run import open_run
 
-TRAIN = ["--epochs", "2", "--batch-size", "32", "--device", "cpu"]
+# The reference-class recipe on folders (the folder default is the pretrained inspection preset: below).
+TRAIN = ["--preset", "default", "--epochs", "2", "--batch-size", "32", "--device", "cpu"]
 
 
 def test_exported_folders_train_exactly_like_the_built_in_split(tmp_path, fake_fashion_dir, capsys):

@@ -185,17 +185,3 @@ def test_a_run_can_keep_a_coreset_in_a_faiss_index(tmp_path, fake_fashion_dir):
     fresh = type(detector)(**detector.get_params()).fit(detector.normal_images_, detector.holdout_images_)
     np.testing.assert_array_equal(fresh.anchor_indices_, detector.anchor_indices_)  # the coreset is reproducible
     np.testing.assert_allclose(fresh.score_samples(queries), detector.score_samples(queries), rtol=1e-5, atol=1e-5)
-
-
-def test_k_center_keeps_each_time_the_point_farthest_from_those_kept():
-    from metricad.scoring.coreset import k_center
-
-    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [10.0, 0.0], [0.0, 5.0]])
-    kept = k_center(points, 3, seed=0, batch=2)
-    first = int(np.random.default_rng(0).integers(5))
-    expected = [first]
-    for _ in range(2):  # against the definition, from the same first point
-        expected.append(int(torch.cdist(points, points[expected]).min(1).values.argmax()))
-    assert kept.tolist() == sorted(expected) and 3 in kept.tolist()
-    with pytest.raises(ValueError, match="between 1 and the 5 points"):
-        k_center(points, 6)

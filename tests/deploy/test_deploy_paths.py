@@ -21,7 +21,7 @@ from metricad.run import open_run
 from tests.data.test_folders import make_folders
 from tests.serve.helpers import PRELUDE, free_port, light, start_service
 
-TRAIN = ["--epochs", "2", "--batch-size", "16", "--device", "cpu"]
+TRAIN = ["--preset", "default", "--epochs", "2", "--batch-size", "16", "--device", "cpu"]
 
 
 def assert_same_scores(actual, expected):

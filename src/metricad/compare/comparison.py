@@ -3,8 +3,10 @@
 Methods: ``raw-pixels``, ``pca``, ``iforest`` (no deep training), ``doc`` (Perera & Patel; also reported as
 ``doc-lof``, scored by LOF as the cited Keras version did), ``binary`` (a normal-vs-reference classifier; scored
 by k-NN on its features, and as ``binary-prob`` by its probability), ``seed`` (the original triplet
-configuration: seed loss, binary labels) and ``metricad`` (the default recipe and score; with several experts,
-also each expert alone on the same models, as ``metricad[knn]``, ``metricad[margin]``, ...).
+configuration: seed loss, binary labels), ``metricad`` (the default recipe and score; with several experts,
+also each expert alone on the same models, as ``metricad[knn]``, ``metricad[margin]``, ..., and the patch-level
+expert on them, ``metricad[patch]``) and ``pretrained`` (the folder default: EfficientNet-Lite0's ImageNet features,
+not trained, scored patch by patch).
 The trained methods share everything in the default recipe (backbone, epochs, schedule, augmentation, split) but
 the loss, the labels, metricad's shifted negatives and ensemble; the baselines train as their papers define them.
 """
@@ -37,6 +39,7 @@ _TRAINED = {"metricad": {},
             "seed": {"loss": "seed", "labels": "binary", "negatives": [], "score": "knn", "ensemble": 1},
             "doc": {"loss": "doc", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1},
             "binary": {"loss": "binary", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1}}
+PRETRAINED_SCALE = 4  # Fashion-MNIST's 28x28 enlarged to 112 inside the pretrained backbone (a 14x14 patch grid)
 TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
 
 
@@ -108,7 +111,13 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
         keys = ScoreSpec.parse(config.score).keys
         if len(keys) > 1:  # each expert alone, from the same models and anchors
             scorers |= {f"{method}[{key}]": union.with_score(key) for key in keys}
+        scorers[f"{method}[patch]"] = fit_detector(models, split, "patch", device=device)  # patch-level, same models
         return {"scorers": scorers, "union": union, "train_seconds": time.perf_counter() - start}
+    elif method == "pretrained":  # EfficientNet-Lite0's ImageNet features as they are, scored patch by patch
+        config = PRESETS["inspection"].with_options({"model_kwargs": {"input_size": list(split.train_images.shape[-2:]),
+                                                                      "in_channels": 1, "scale": PRETRAINED_SCALE}})
+        models, _ = train_members(config, split, device=device, progress=False)
+        scorers = {method: fit_detector(models, split, config.score, device=device)}
     elif method in _TRAINED:
         config = replace(method_config(method, base), seed=seed)
         normal_label = split.normal_label(config.labels)

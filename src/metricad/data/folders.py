@@ -1,8 +1,9 @@
 """Image folders as training and evaluation data: good parts, reference images, labelled validation/test sets.
 
 Layouts:
-- ``--normal-dir``: every image under it (recursively) is normal.
-- ``--reference-dir``: each sub-folder is a reference class (recursively); images directly inside form one class.
+- ``--normal-dir``: every image under it (recursively) is normal; good images alone are enough.
+- ``--reference-dir`` (optional): each sub-folder is a reference class (recursively); images directly inside form
+  one class.
 - ``--val-dir`` / ``--test-dir``: ``good/`` holds normal images; every other sub-folder holds anomalies.
 
 Training images are ordered by file name (then path), whatever folder they are in, so a dataset exported with
@@ -11,7 +12,6 @@ index-numbered names (``metricad export-dataset``) trains in its original order.
 
 from __future__ import annotations
 
-import collections
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,11 @@ import numpy as np
 
 from metricad.data.images import IMAGE_SUFFIXES, read_image
 
-MAX_DEFAULT_SIDE = 64  # default model input: the images' usual size, scaled down to at most this (CPU budget)
+# The default model input keeps the images' median aspect ratio, its shorter side this many pixels (a stated
+# bilinear resize): 320 for a pretrained backbone (chosen on held-out good images with synthetic defects,
+# docs/decisions.md; each side a multiple of 16, its coarsest stride), and for a network trained from scratch on
+# two CPU cores the images' own size, its longer side at most 64.
+PRETRAINED_SIDE, SCRATCH_SIDE = 320, 64
 
 
 class BadImageFiles(ValueError):
@@ -78,24 +82,33 @@ def labelled_subfolders(directory: str | os.PathLike, what: str) -> dict[str, li
     return groups
 
 
-def infer_input_spec(paths: list[Path], sample: int = 256) -> tuple[int, tuple[int, int]]:
-    """``(channels, (height, width))`` read from image headers: grey if every sampled image is grey, else RGB;
-    the most common size, scaled down so its longer side is at most ``MAX_DEFAULT_SIDE``."""
+def infer_input_spec(paths: list[Path], pretrained: bool = False, sample: int = 256) -> tuple[int, tuple[int, int]]:
+    """``(channels, (height, width))`` read from the headers of an even sample of the images: grey if every
+    sampled image is grey, else RGB; the size keeps their median aspect ratio with its shorter side
+    ``PRETRAINED_SIDE`` (a pretrained backbone, each side a multiple of 16), else their median size with its longer
+    side at most ``SCRATCH_SIDE``."""
     from PIL import Image
 
-    modes, sizes = set(), collections.Counter()
+    modes, aspects, heights, widths = set(), [], [], []
     for path in paths[:: max(1, len(paths) // sample)]:
         try:
             with Image.open(path) as img:
                 modes.add(img.mode)
-                sizes[(img.height, img.width)] += 1
+                aspects.append(img.width / img.height)
+                heights.append(img.height)
+                widths.append(img.width)
         except Exception:  # noqa: BLE001 - unreadable files are reported when the images are read
             continue
-    if not sizes:
+    if not aspects:
         raise ValueError(f"none of the sampled images under {paths[0].parent} could be read")
     channels = 1 if modes <= {"1", "L", "I", "I;16", "F"} else 3
-    height, width = sizes.most_common(1)[0][0]
-    scale = min(1.0, MAX_DEFAULT_SIDE / max(height, width))
+    aspect = float(np.median(aspects))
+    if pretrained:
+        height, width = (PRETRAINED_SIDE, PRETRAINED_SIDE * aspect) if aspect >= 1 else (
+            PRETRAINED_SIDE / aspect, PRETRAINED_SIDE)
+        return channels, (max(16, 16 * round(height / 16)), max(16, 16 * round(width / 16)))
+    height, width = float(np.median(heights)), float(np.median(widths))
+    scale = min(1.0, SCRATCH_SIDE / max(height, width))
     return channels, (max(4, round(height * scale)), max(4, round(width * scale)))
 
 
@@ -103,8 +116,10 @@ def read_images(paths: list[Path], size: tuple[int, int], channels: int,
                 skip_bad_files: bool = False) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
     """Decode ``paths`` into one uint8 batch. A file that cannot be read is an error naming it, or, with
     ``skip_bad_files``, left out and returned in ``skipped`` as ``(path, reason)``."""
+    from metricad.progress import progress
+
     arrays, kept, skipped = [], [], []
-    for path in paths:
+    for path in progress(paths, "reading images", unit="image"):
         try:
             arrays.append(read_image(path, size, channels))
             kept.append(path)
@@ -145,8 +160,6 @@ def folder_split(data: dict):
     size, channels, skip = tuple(data["image_size"]), data["channels"], data.get("skip_bad_files", False)
     normal_paths = list_images(data["normal_dir"])
     references = reference_classes(data["reference_dir"]) if data.get("reference_dir") else {}
-    if not references:
-        raise ValueError("training needs reference images besides the normal ones: pass --reference-dir")
     rng = np.random.default_rng(data.get("split_seed", 0))
     n_holdout = int(round(data.get("holdout", 0.0) * len(normal_paths)))
     holdout = set(rng.choice(len(normal_paths), n_holdout, replace=False).tolist()) if n_holdout else set()

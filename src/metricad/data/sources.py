@@ -81,8 +81,8 @@ class FashionMNIST:
 @register_source("folders")
 @dataclass
 class ImageFolders:
-    """Image folders (``metricad.data.folders``): good parts, optional reference images, an optional labelled
-    validation folder. ``image_size`` / ``channels`` default to what the normal images are; ``holdout``
+    """Image folders (``metricad.data.folders``): good parts (enough alone), optional reference images, an optional
+    labelled validation folder. ``image_size`` / ``channels`` default to what the normal images are; ``holdout``
     (default 0.1) keeps that fraction of the normal images out of training and anchors."""
 
     normal_dir: str | os.PathLike
@@ -112,7 +112,9 @@ class ImageFolders:
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"--holdout must be in [0, 1), got {self.holdout}")
         if self.image_size is None or self.channels is None:
-            found_channels, found_size = infer_input_spec(list_images(self.normal_dir))
+            from metricad.recipe import PRETRAINED
+
+            found_channels, found_size = infer_input_spec(list_images(self.normal_dir), config.model in PRETRAINED)
             self.channels, self.image_size = self.channels or found_channels, self.image_size or found_size
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}")

@@ -64,6 +64,7 @@ class Bundle:
         self.input_spec = (int(spec["channels"]), (int(spec["height"]), int(spec["width"])))
         self.offset_ = float(self.metadata["offset"])
         self.score, self.model_id = self.metadata["score"], self.metadata["model_id"]
+        self.batch_size = min(self.batch_size, int(self.metadata.get("max_batch", self.batch_size)))
 
     def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
         x = to_model_array(images, *self.input_spec)

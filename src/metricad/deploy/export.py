@@ -31,6 +31,7 @@ def export_run(path, out) -> str:
                                "resize": "bilinear to height x width", "scale": "uint8 / 255"},
              "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > offset",
                          "parts": "(N, members x experts) raw expert scores"},
+             "max_batch": min(512, detector.graph_.max_batch),  # images per ONNX call its memory allows
              "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
              "models": run.config["models"]}
     for key, value in bundle_metadata(facts).items():

@@ -29,4 +29,6 @@ def create_model(name: str, **kwargs) -> nn.Module:
     model = _MODELS[name](**kwargs)
     # The recipe to rebuild this model, saved beside its weights so a run directory describes itself.
     model.metricad_config = {"name": name, "kwargs": dict(kwargs)}
+    if getattr(model, "weights_source", None) is not None:  # a pretrained model says which weights it started from
+        model.metricad_config["kwargs"]["weights"] = model.weights_source
     return model

@@ -55,6 +55,11 @@ class ScoringGraph(nn.Module):
                    for model, fitted in zip(models, experts)]
         return cls(members, combiner if combiner is not None else ZScoreMean(list(spec.one_sided) * len(members)))
 
+    @property
+    def max_batch(self) -> int:
+        """The most images one forward pass should take (the patch expert's distance matrix bounds it)."""
+        return min(expert.max_batch for member in self.members for expert in member.experts.values())
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         parts = torch.cat([member(x) for member in self.members], 1)
         return self.combiner(parts), parts

@@ -8,7 +8,9 @@ Each expert is one piece of evidence that an image is anomalous (higher = more a
   (by the class centres a CosFace/ArcFace loss learned); ``excess-margin``: the same, counted only where it is
   above normal (it can make an image more suspect, never vouch for it);
 - ``fmap``: k-NN on the network's mid-level feature maps (PatchCore-style), which keep where parts sit;
-- ``pca``: the raw pixels' reconstruction error from the normal images' principal components.
+- ``pca``: the raw pixels' reconstruction error from the normal images' principal components;
+- ``patch``: every patch of the feature maps against a memory bank of normal patches, the image scoring as its
+  worst patch (PatchCore): small defects stay visible.
 A score of several experts normalises each on normal images and averages them (``scoring.combine``).
 """
 
@@ -45,6 +47,7 @@ declare_expert("margin", needs_centres=True)
 declare_expert("excess-margin", reads="margin", one_sided=True, needs_centres=True)
 declare_expert("fmap")
 declare_expert("pca")
+declare_expert("patch")
 EXPERTS = tuple(EXPERT_NAMES)
 
 

@@ -11,9 +11,15 @@ from metricad.scoring.spec import AUTO, ScoreSpec
 
 
 def scored(config: TrainConfig, score: str | None = None) -> TrainConfig:
-    """``config`` scored by ``score``, or, when none is given, by its own score if its loss learns the class
-    centres that score may need: a loss without centres (``semi-hard``) has no margin to add and scores by k-NN."""
-    return replace(config, score=score or (config.score if loss_entry(config.loss).centres else "knn"))
+    """``config`` scored by ``score``, or, when none is given, by its own score unless that needs the class
+    centres its loss does not learn: a loss without centres (``semi-hard``) has no margin to add and scores by
+    k-NN."""
+    if score:
+        return replace(config, score=score)
+    own = config.score
+    if own != AUTO and ScoreSpec.parse(own).needs_centres and not loss_entry(config.loss).centres:
+        own = "knn"
+    return replace(config, score=own)
 
 
 def checked(config: TrainConfig) -> TrainConfig:

@@ -18,6 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from metricad import distributed
+from metricad.data.defects import add_defect_classes
 from metricad.data.negatives import add_shifted_negatives
 from metricad.losses import build_loss, loss_entry
 from metricad.losses.distributed import for_ranks
@@ -125,9 +126,17 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     follow a validation AUC); the model is in eval mode during the call.
     """
     checked(config)
+    seed_everything(config.seed)
+    if config.epochs == 0:  # a pretrained backbone as it is (TrainConfig.epochs)
+        model = create_model(config.model, **config.model_kwargs).eval()
+        return (model, [], None) if return_loss else (model, [])
+    images, labels = add_defect_classes(images, labels, normal_label, config.defects, config.seed)
+    if len(np.unique(labels)) < 2 and not config.negatives:
+        raise ValueError("nothing to tell the normal images from: give reference images (--reference-dir), "
+                         "synthetic defects (--defects) or shifted negatives (--negatives), or --epochs 0 for a "
+                         "pretrained backbone as it is")
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
-    seed_everything(config.seed)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(config.model, **config.model_kwargs).to(device)
     x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once

@@ -26,11 +26,12 @@ def register_expert(key: str):
     return register
 
 
-def build_expert(key: str, k: int = 1, fmap_dim: int = MAP_DIM, seed: int = 0, index: str = "exact") -> "Expert":
-    """The unfitted expert registered as ``key`` (a ``ScoreSpec``'s keys: ``excess-margin`` reads ``margin``)."""
+def build_expert(key: str, **params) -> "Expert":
+    """The unfitted expert registered as ``key`` (a ``ScoreSpec``'s keys: ``excess-margin`` reads ``margin``),
+    for a detector's ``params`` (``k``, ``fmap_dim``, ``seed``, ``index``, ``bank_size``; each takes its own)."""
     if key not in EXPERT_CLASSES:
         raise ValueError(f"unknown expert {key!r}; registered: {', '.join(EXPERT_CLASSES)}")
-    return EXPERT_CLASSES[key].from_params(k=k, fmap_dim=fmap_dim, seed=seed, index=index)
+    return EXPERT_CLASSES[key].from_params(**params)
 
 
 class Expert(nn.Module):
@@ -38,8 +39,10 @@ class Expert(nn.Module):
     uses_model = True  # reads a view of the trained model (the pixel expert does not)
     state_keys: tuple[str, ...] = ()  # the fitted buffers that a run saves
 
+    max_batch = 1 << 30  # images per scoring batch its memory allows (the patch expert's bank sets one)
+
     @classmethod
-    def from_params(cls, k: int, fmap_dim: int, seed: int, index: str) -> "Expert":
+    def from_params(cls, **params) -> "Expert":
         """The expert for a detector's parameters (each expert takes the ones it uses)."""
         return cls()
 

@@ -22,7 +22,7 @@ class FeatureMapKnn(KnnDistance):
     state_keys = ("anchors", "projection")
 
     @classmethod
-    def from_params(cls, k, fmap_dim, seed, index):
+    def from_params(cls, k=1, fmap_dim=MAP_DIM, seed=0, index="exact", **_):
         return cls(k, fmap_dim, seed, index)
 
     def __init__(self, k: int = 1, dim: int = MAP_DIM, seed: int = 0, index: str = "exact"):

@@ -15,7 +15,7 @@ class KnnDistance(Expert):
     state_keys = ("anchors",)
 
     @classmethod
-    def from_params(cls, k, fmap_dim, seed, index):
+    def from_params(cls, k=1, index="exact", **_):
         return cls(k, index)
 
     def __init__(self, k: int = 1, index: str = "exact"):
