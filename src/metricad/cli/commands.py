@@ -85,6 +85,9 @@ def _train(args):
     detector = {"index": args.index} if args.index else {}
     if args.coreset:
         detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
+    from metricad.train.config import checked
+
+    checked(config)  # a recipe that cannot train is refused before anything is said or loaded
     if int(os.environ.get("RANK", "0")) == 0:
         what = (f"{config.model} as it is (pretrained, no training)" if config.epochs == 0 else
                 f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
