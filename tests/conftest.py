@@ -44,3 +44,39 @@ def trained_run(tmp_path_factory, fake_fashion_dir) -> Path:
                  "--batch-size", "32", "--device", "cpu"])
     assert code == 0
     return run
+
+
+def write_spot_folders(root: Path, n_normal: int = 30, size=(60, 80), seed: int = 0) -> Path:
+    """Good noise textures at ``size`` (normal/, test/good/) and test/spot/ images with a bright 8x10 spot, one
+    place per image, its true mask in masks/spot/<stem>_mask.png (MVTec AD's naming)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = np.clip(rng.normal(128, 12, (n_normal + 10, *size)), 0, 255).astype(np.uint8)
+    for folder in ("normal", "test/good", "test/spot", "masks/spot"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images[:n_normal]):
+        Image.fromarray(image).save(root / "normal" / f"{i:03d}.png")
+    for i, image in enumerate(images[n_normal:n_normal + 5]):
+        Image.fromarray(image).save(root / "test" / "good" / f"{i:03d}.png")
+    for i, image in enumerate(images[n_normal + 5:]):
+        image, mask = image.copy(), np.zeros(size, np.uint8)
+        y, x = 8 + 8 * i, 10 + 12 * i
+        image[y:y + 8, x:x + 10], mask[y:y + 8, x:x + 10] = 250, 255
+        Image.fromarray(image).save(root / "test" / "spot" / f"{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / "spot" / f"{i:03d}_mask.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def patch_run(tmp_path_factory) -> tuple[Path, Path]:
+    """``(run, data)``: the folder default (a pretrained backbone as it is, the patch expert) trained by the CLI on
+    60x80 good textures at a 48x64 input, and its data folders (``write_spot_folders``). Shared: read only."""
+    from metricad.cli import main
+
+    root = tmp_path_factory.mktemp("patch")
+    data = write_spot_folders(root / "data")
+    run = root / "run"
+    assert main(["train", "--out", str(run), "--normal-dir", str(data / "normal"), "--image-size", "48,64",
+                 "--device", "cpu"]) == 0
+    return run, data

@@ -14,22 +14,22 @@ import torch
 import torch.nn as nn
 from sklearn.base import BaseEstimator
 
-from metricad import distributed
 from metricad.preprocessing import to_model_array, to_model_input
-from metricad.progress import progress
 from metricad.recipe import ANCHOR_SAMPLINGS, PRESETS, RUNTIMES
 from metricad.scoring.experts import MAP_DIM, build_expert
 from metricad.scoring.experts.patch import BANK_SIZE
-from metricad.scoring.graph import MemberScorer, ScoringGraph
+from metricad.scoring.graph import ScoringGraph, fit_experts
 from metricad.scoring.spec import ScoreSpec
-from metricad.thresholds import is_anomalous, normalized_score, threshold_for
+from metricad.thresholds import calibrated, defect_masks, is_anomalous, normalized_score, threshold_for
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-FIT_BATCH_PIXELS = 1 << 22  # input pixels per embedding batch while fitting (~40 images at 320x320)
+# Input pixels per embedding batch while fitting (~40 images at 320x320): large images' first feature maps would
+# otherwise take gigabytes (512 images at 320x320 held 10 GB).
+FIT_BATCH_PIXELS = 1 << 22
 
 
 class NotFittedError(RuntimeError):
@@ -140,7 +140,10 @@ class Detector(BaseEstimator):
         self.anchor_indices_ = self.select_anchors(normal_images)
         spec = self.score_spec
         x = self.model_input(normal_images[self.anchor_indices_])
-        self.graph_ = ScoringGraph.assemble(self.models, [self._fit_experts(model, spec, x) for model in self.models],
+        batch = max(1, min(self.batch_size, FIT_BATCH_PIXELS // int(x.shape[2] * x.shape[3])))
+        fitted = [fit_experts(model, {key: build_expert(key, **self.expert_params) for key in spec.keys}, x, batch,
+                              self.device_) for model in self.models]
+        self.graph_ = ScoringGraph.assemble(self.models, fitted,
                                             spec).to(self.device_).eval()
         self.holdout_images_ = None if holdout_images is None or not len(holdout_images) else np.asarray(
             holdout_images)
@@ -148,6 +151,7 @@ class Detector(BaseEstimator):
         self.graph_.combiner.fit(self.normal_parts_.to(self.device_))
         self._start_runtime()
         self._set_normal_threshold()
+        self._set_pixel_threshold()
         return self
 
     def _normal_parts(self) -> torch.Tensor:
@@ -170,33 +174,36 @@ class Detector(BaseEstimator):
             self.offset_ = float(np.quantile(normal_scores, 1.0 - self.contamination))
             self.threshold_set_on_ = {"mode": "leave-one-out", "contamination": self.contamination}
 
-    def _fit_batch(self, x: torch.Tensor) -> int:
-        """Images per embedding batch: ``batch_size``, fewer for large images, whose first feature maps would
-        otherwise take gigabytes (512 images at 320x320 held 10 GB)."""
-        return max(1, min(self.batch_size, FIT_BATCH_PIXELS // int(x.shape[2] * x.shape[3])))
-
-    def _fit_experts(self, model: nn.Module, spec: ScoreSpec, x: torch.Tensor) -> dict:
-        """The experts ``spec`` reads, fitted on the anchors ``x`` as ``model`` sees them."""
-        model = model.to(self.device_).eval()
-        experts = {key: build_expert(key, **self.expert_params) for key in spec.keys}
-        member = MemberScorer(model, experts).to(self.device_)
+    def _set_pixel_threshold(self) -> None:
+        """``pixel_offset_``: the ``1 - contamination`` quantile of normal map values (held-out images, else the
+        anchors left out of their own search; every 2nd row, column): masks are gated by the image decision, so
+        it bounds the marked share of a normal area, not normal maxima (docs/decisions.md). None without maps."""
+        self.pixel_offset_ = self.pixel_threshold_set_on_ = None
+        if not self.graph_.has_map:
+            return
         with torch.no_grad():
-            for expert in experts.values():
-                expert.prepare(model)
-            mine = x[distributed.shard(len(x))]  # under torchrun each rank embeds its shard; all gather them
-            batch = self._fit_batch(x)
-            batches = [member.vectors(mine[i:i + batch].to(self.device_))
-                       for i in progress(range(0, len(mine), batch), "embedding the anchors")]
-            for j, expert in enumerate(experts.values()):
-                expert.fit(model, distributed.gather_rows(torch.cat([batch[j] for batch in batches])))
-        return experts
+            if self.holdout_images_ is not None:
+                held = self.holdout_images_
+                values = np.concatenate([self._run_torch(held[i:i + 64], maps=True)[2][:, ::2, ::2].ravel()
+                                         for i in range(0, len(held), 64)])
+                images = "held-out normal images"
+            else:
+                values = self.graph_.anchor_map_values(self.input_spec[1]).cpu().numpy()
+                images = "anchors, each left out of its own search"
+        self.pixel_offset_ = threshold_for(values, np.zeros(len(values)), "contamination",
+                                           contamination=self.contamination)
+        self.pixel_threshold_set_on_ = {"mode": "contamination", "contamination": self.contamination,
+                                        "statistic": "map values (every 2nd row, column)",
+                                        "n_pixels": int(len(values)), "images": images}
 
     @classmethod
     def from_fitted(cls, params: dict, graph: ScoringGraph, normal_images, anchor_indices, holdout_images,
                     normal_parts: torch.Tensor, offset: float | None = None, threshold_set_on: dict | None = None,
-                    selection: dict | None = None) -> "Detector":
+                    selection: dict | None = None, pixel_offset: float | None = None,
+                    pixel_threshold_set_on: dict | None = None) -> "Detector":
         """A fitted detector from what fitting learns (a run's saved state, or a detector scored another way):
-        nothing is embedded or fitted again. Without ``offset``, the threshold is set on ``normal_parts``."""
+        nothing is embedded or fitted again. Without ``offset``, the threshold is set on ``normal_parts``; without
+        ``pixel_offset`` (a run saved before maps), the pixel threshold is set as ``fit`` sets it."""
         detector = cls(**params)
         detector._check_params(len(normal_images))
         detector.device_ = torch.device(detector.device) if detector.device is not None else default_device()
@@ -208,6 +215,10 @@ class Detector(BaseEstimator):
             detector._set_normal_threshold()
         else:
             detector.offset_, detector.threshold_set_on_ = float(offset), dict(threshold_set_on)
+        if pixel_offset is None:
+            detector._set_pixel_threshold()
+        else:
+            detector.pixel_offset_, detector.pixel_threshold_set_on_ = float(pixel_offset), pixel_threshold_set_on
         if selection is not None:
             detector.selection_ = selection
         return detector
@@ -261,18 +272,9 @@ class Detector(BaseEstimator):
 
             self.session_ = OnnxScorer(self.graph_, self.input_spec, use_cuda=self.device_.type == "cuda")
 
-    def _run_torch(self, images) -> tuple[np.ndarray, np.ndarray]:
-        x = self.model_input(images)
-        scores, parts = [], []
-        with torch.inference_mode():
-            batch = min(self.batch_size, self.graph_.max_batch)
-            for i in progress(range(0, len(x), batch), "scoring", total=-(-len(x) // batch)):
-                score, part = self.graph_(x[i:i + batch].to(self.device_))
-                scores.append(score.cpu())
-                parts.append(part.cpu())
-        if not scores:
-            return np.empty(0, np.float32), np.empty((0, self.graph_.combiner.mean.numel()), np.float32)
-        return torch.cat(scores).numpy(), torch.cat(parts).numpy()
+    def _run_torch(self, images, maps: bool = False) -> tuple[np.ndarray, ...]:
+        return self.graph_.score_batches(self.model_input(images), min(self.batch_size, self.graph_.max_batch),
+                                         self.device_, maps)
 
     def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (N,), parts (N, members * experts))``: the score and every expert's raw score."""
@@ -281,6 +283,31 @@ class Detector(BaseEstimator):
             return self._run_torch(images)
         batch = min(self.batch_size, self.graph_.max_batch)
         return self.session_(to_model_array(images, *self.input_spec), batch)
+
+    @property
+    def has_map(self) -> bool:
+        self._check_fitted()
+        return self.graph_.has_map
+
+    def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (N,), anomaly maps (N, H, W))`` at the model input's resolution, from one pass: each position's
+        patch-expert z-score, smoothed (``metricad.scoring.maps``). A score with no patch-level expert has none."""
+        self._check_fitted()
+        if not self.graph_.has_map:
+            raise ValueError(f"score {self.score!r} has no anomaly map: only a patch-level expert (patch) locates "
+                             "defects; train or open the run with --score patch")
+        if self.session_ is None:
+            scores, _, maps = self._run_torch(images, maps=True)
+            return scores, maps
+        batch = min(self.batch_size, self.graph_.max_batch)
+        scores, _, maps = self.session_(to_model_array(images, *self.input_spec), batch, maps=True)
+        return scores, maps
+
+    def predict_masks(self, scores, maps) -> np.ndarray:
+        """Boolean defect masks ``(N, H, W)``: where the map is above ``pixel_offset_``, in images flagged by the
+        image threshold (``metricad.thresholds.defect_masks``)."""
+        self._check_fitted()
+        return defect_masks(scores, maps, self.offset_, self.pixel_offset_)
 
     def score_samples(self, images) -> np.ndarray:
         """Anomaly score of each image, higher = more anomalous: the mean over experts (and ensemble members) of
@@ -316,14 +343,7 @@ class Detector(BaseEstimator):
         (anomaly = positive class). ``threshold_set_on_`` records how, and on how many images.
         """
         self._check_fitted()
-        scores = self.score_samples(images)
-        labels = np.zeros(len(scores), np.int64) if is_anomaly is None else np.asarray(is_anomaly).astype(np.int64)
-        if len(labels) != len(scores):
-            raise ValueError(f"is_anomaly has {len(labels)} labels for {len(scores)} images")
         contamination = self.contamination if contamination is None else contamination
-        self.offset_ = threshold_for(scores, labels, mode, contamination=contamination, target_fpr=target_fpr)
-        self.threshold_set_on_ = {"mode": mode, "n_normal": int(np.sum(labels == 0)),
-                                  "n_anomaly": int(np.sum(labels == 1))}
-        self.threshold_set_on_.update({"contamination": contamination} if mode == "contamination" else
-                               {"target_fpr": target_fpr} if mode == "fpr" else {})
+        self.offset_, self.threshold_set_on_ = calibrated(self.score_samples(images), is_anomaly, mode,
+                                                          contamination, target_fpr)
         return self

@@ -110,6 +110,8 @@ def detector_state(detector) -> tuple[dict, dict]:
     if detector.holdout_images_ is not None:
         tensors["holdout_images"] = torch.from_numpy(np.ascontiguousarray(detector.holdout_images_))
     facts = {"offset": detector.offset_, "threshold_set_on": detector.threshold_set_on_}
+    if getattr(detector, "pixel_offset_", None) is not None:  # a patch-level expert: where a map says "defect"
+        facts |= {"pixel_offset": detector.pixel_offset_, "pixel_threshold_set_on": detector.pixel_threshold_set_on_}
     if getattr(detector, "selection_", None):  # set by metricad.selection: what chose this score, on what
         facts["selection"] = detector.selection_
     return facts, tensors
@@ -139,7 +141,8 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     return Detector.from_fitted(prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner),
                                 tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
                                 tensors["normal_parts"], offset=facts["offset"], threshold_set_on=facts["threshold_set_on"],
-                                selection=facts.get("selection"))
+                                selection=facts.get("selection"), pixel_offset=facts.get("pixel_offset"),
+                                pixel_threshold_set_on=facts.get("pixel_threshold_set_on"))
 
 
 def model_id(directory: Path) -> str:
@@ -162,6 +165,18 @@ class Run:
     @property
     def model_id(self) -> str:
         return model_id(self.path)
+
+    @property
+    def scorer(self):
+        """What scores the run's images: its detector, or for a tiled run (``--tile``) a ``TiledScorer`` around
+        it, which scores whole images and holds their threshold."""
+        tiling = self.config.get("tiling")
+        if not tiling:
+            return self.detector
+        from metricad.tiling import TiledScorer, Tiling
+
+        return TiledScorer(self.detector, Tiling(tiling["size"], tiling["overlap"]), tiling["image_size"],
+                           tiling["offset"], tiling["threshold_set_on"])
 
     def split(self, data_dir=None):
         """The data split the run was trained on (Fashion-MNIST classes, or image folders)."""

@@ -16,6 +16,14 @@ def is_anomalous(scores, threshold: float) -> np.ndarray:
     return np.asarray(scores) > threshold
 
 
+def defect_masks(scores, maps, threshold: float, pixel_threshold: float) -> np.ndarray:
+    """Boolean defect masks ``(N, H, W)``: the pixels whose map value is above ``pixel_threshold`` in the images
+    whose score is above ``threshold`` (a normal-looking image has no defect pixel, whatever its map)."""
+    maps = np.asarray(maps)
+    flagged = is_anomalous(scores, threshold).reshape((-1,) + (1,) * (maps.ndim - 1))
+    return flagged & is_anomalous(maps, pixel_threshold)
+
+
 def normalized_score(scores, threshold: float) -> np.ndarray:
     """Scores mapped monotonically to (0, 1), 0.5 at the threshold: ``1 / (1 + exp(threshold - score))``. A
     score is a mean of z-scores, so one unit is one standard deviation of normal images."""
@@ -41,6 +49,18 @@ def threshold_for(scores, is_anomaly, mode: str, contamination: float = 0.01, ta
                              "with good/ and anomalous sub-folders)")
         return best_f1_threshold(scores, is_anomaly)
     raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+
+
+def calibrated(scores, is_anomaly, mode: str, contamination: float, target_fpr: float) -> tuple[float, dict]:
+    """``(threshold, record)``: ``threshold_for`` the scores, and the record of how and on how many images."""
+    labels = np.zeros(len(scores), np.int64) if is_anomaly is None else np.asarray(is_anomaly).astype(np.int64)
+    if len(labels) != len(scores):
+        raise ValueError(f"is_anomaly has {len(labels)} labels for {len(scores)} images")
+    threshold = threshold_for(scores, labels, mode, contamination=contamination, target_fpr=target_fpr)
+    record = {"mode": mode, "n_normal": int(np.sum(labels == 0)), "n_anomaly": int(np.sum(labels == 1))}
+    record.update({"contamination": contamination} if mode == "contamination" else
+                  {"target_fpr": target_fpr} if mode == "fpr" else {})
+    return threshold, record
 
 
 def best_f1_threshold(scores: np.ndarray, is_anomaly: np.ndarray) -> float:

@@ -96,10 +96,12 @@ def _train(args):
     threshold = None
     if args.normal_dir:
         source = ImageFolders(args.normal_dir, args.reference_dir, args.val_dir, args.image_size, args.channels,
-                              args.holdout, args.skip_bad_files)
+                              args.holdout, args.skip_bad_files, tile=args.tile, tile_overlap=args.tile_overlap)
         threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
                      "target_fpr": args.target_fpr}
     else:
+        if args.tile:
+            raise ValueError("--tile is for image folders (--normal-dir): Fashion-MNIST images are 28x28")
         source = FashionMNIST(args.normal, args.anomaly, args.limit, args.data_dir, args.val_anomalies,
                               args.val_seed)
     return pipeline.train_run(args.out, config, source, threshold, detector, args.device, args.overwrite)
@@ -109,21 +111,32 @@ def cmd_evaluate(args) -> None:
     from metricad.evaluate.evaluation import evaluate_run
 
     _, _, metrics, _ = evaluate_run(args.run, args.data_dir, args.device, args.runtime, args.test_dir,
-                                    args.skip_bad_files, score=args.score, k=args.k, n_anchors=args.anchors,
-                                    anchor_sampling=args.anchor_sampling, random_state=args.anchor_seed)
+                                    args.skip_bad_files, args.mask_dir, score=args.score, k=args.k,
+                                    n_anchors=args.anchors, anchor_sampling=args.anchor_sampling,
+                                    random_state=args.anchor_seed)
     at = metrics["at_threshold"]
     print(f"AUC {metrics['auc']:.4f}  (average precision {metrics['average_precision']:.4f}, "
           f"{metrics['n_anchors']} anchors, k={metrics['k']}, score {metrics['score']})")
     print(f"at the threshold {metrics['threshold']:.4f}: precision {at['precision']:.3f}  recall {at['recall']:.3f}  "
           f"F1 {at['f1']:.3f}  false-positive rate {at['false_positive_rate']:.3f}")
+    if "pixel_auroc" in metrics:
+        pixel = metrics["pixel_at_threshold"]
+        print(f"pixel AUC {metrics['pixel_auroc']:.4f}  AUPRO {metrics['aupro']:.4f} (to FPR "
+              f"{metrics['aupro_fpr_limit']}; {metrics['n_defect_regions']} defect regions)")
+        print("AUC by type: " + ", ".join(f"{kind} {auc:.4f}" for kind, auc in metrics["auc_by_type"].items()))
+        print(f"defect masks at the thresholds: pixel precision {pixel['precision']:.3f}  recall "
+              f"{pixel['recall']:.3f}  F1 {pixel['f1']:.3f}  IoU {pixel['iou']:.3f}")
 
 
 def cmd_score(args) -> None:
     if args.out:
         from metricad.deploy.batch import score_to_parquet
 
+        if args.maps:
+            raise ValueError("--maps writes map files beside a CSV; with --out, --boxes puts the defect regions in "
+                             "the Parquet rows")
         summary = score_to_parquet(args.target, args.files, args.out, args.chunk_size, args.engine, args.device,
-                                   args.runtime or "onnx", args.ray_address, args.actors)
+                                   args.runtime or "onnx", args.ray_address, args.actors, args.boxes)
         print(f"{summary['out']}: {summary['scored']} image(s) scored, {summary['already_scored']} already there "
               f"({summary['images']} in all)")
         return
@@ -131,9 +144,13 @@ def cmd_score(args) -> None:
     from metricad.data.images import list_image_files
     from metricad.deploy.scorer import load_scorer
 
+    if args.boxes:
+        raise ValueError("--boxes is for the Parquet output (--out); with a CSV, --maps DIR writes the maps")
     batch = len(args.files) == 1 and args.files[0].lower().endswith(".npy")
     files = args.files if batch else list_image_files(args.files)  # folders, globs and lists, as with --out
     scorer = load_scorer(args.target, args.device, args.runtime or "torch")
+    if args.maps:
+        return _score_with_maps(scorer, files, args)
     channels, size = scorer.input_spec
     names, images = load_images(files, size, channels)
     scores = scorer.score_samples(images)
@@ -143,6 +160,16 @@ def cmd_score(args) -> None:
     for i, name in enumerate(names):
         print(f"{name},{scores[i]:.6f},{'anomaly' if labels[i] else 'normal'}"
               + (f",{normalized[i]:.6f}" if args.normalized else ""))
+
+
+def _score_with_maps(scorer, files, args) -> None:
+    from metricad.deploy.maps import write_maps
+
+    print("path,score,label" + (",normalized_score" if args.normalized else "") + ",defect_pixels,map,overlay")
+    for located, map_path, overlay_path in write_maps(scorer, files, args.maps, args.map_format):
+        normalized = f",{scorer.normalized_score([located.score])[0]:.6f}" if args.normalized else ""
+        print(f"{located.name},{located.score:.6f},{'anomaly' if located.is_anomaly else 'normal'}{normalized},"
+              f"{int(located.mask.sum())},{map_path},{overlay_path}")
 
 
 def cmd_benchmark(args) -> None:
@@ -178,6 +205,14 @@ def cmd_export_dataset(args) -> None:
           f"--holdout 0   then: metricad evaluate RUN --test-dir {out}/test")
 
 
+def cmd_make_defects(args) -> None:
+    from metricad.data.defect_folders import write_defect_test_set
+
+    counts = write_defect_test_set(args.good_dir, args.out, args.defects, args.seed)
+    print(f"{args.out}/test: " + ", ".join(f"{kind}/ {n}" for kind, n in counts.items()) + f"; masks in {args.out}/masks")
+    print(f"  check a run on it: metricad evaluate RUN --test-dir {args.out}/test --mask-dir {args.out}/masks")
+
+
 def cmd_explain(args) -> None:
     from metricad.evaluate.explain import explain_files
 
@@ -187,8 +222,10 @@ def cmd_explain(args) -> None:
 def cmd_report(args) -> None:
     from metricad.evaluate.report import report_run
 
-    out, metrics = report_run(args.run, args.test_dir, args.out, args.data_dir, args.device, args.skip_bad_files)
-    print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f})")
+    out, metrics = report_run(args.run, args.test_dir, args.out, args.data_dir, args.device, args.skip_bad_files,
+                              args.mask_dir)
+    pixel = f", pixel AUC {metrics['pixel_auroc']:.4f}, AUPRO {metrics['aupro']:.4f}" if "aupro" in metrics else ""
+    print(f"{out}  (AUC {metrics['auc']:.4f}, F1 at the threshold {metrics['at_threshold']['f1']:.3f}{pixel})")
 
 
 def cmd_compare(args) -> None:

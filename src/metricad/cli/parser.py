@@ -8,6 +8,7 @@ import json
 from metricad.cli import commands
 from metricad.recipe import (ANCHOR_SAMPLINGS, DEFECTS, EXPLAIN_METHODS, INDEXES, LABELS, METHODS, NEGATIVES,
                              ORIGINAL_ANCHOR_COUNTS, PRESETS, RUNTIMES, SCHEDULES, parse_setting)
+from metricad.localization import MAP_FORMATS
 from metricad.scoring.spec import AUTO, EXPERTS, ScoreSpec
 from metricad.thresholds import THRESHOLD_MODES
 
@@ -148,6 +149,11 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
                    "images' median aspect ratio, shorter side 320 for a pretrained backbone; their median size, "
                    "longer side at most 64, from scratch)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
+    g.add_argument("--tile", type=int, metavar="SIZE", help="images larger than the model input: train and score "
+                   "SIZE x SIZE tiles of them at their own resolution (--image-size then sets that resolution; "
+                   "default: the images' median size); an image scores as its worst tile, maps are stitched")
+    g.add_argument("--tile-overlap", type=int, default=0, metavar="PX", help="pixels two neighbouring tiles share "
+                   "at least (with --tile)")
     g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
                    help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
                         "on --val-dir; f1: best F1 on --val-dir")
@@ -183,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
     p.add_argument("--test-dir", help="evaluate on your images: good/ + anomalous sub-folders")
+    p.add_argument("--mask-dir", help="with --test-dir: the defect images' true masks, DIR/<type>/<stem>.png or "
+                   "<stem>_mask.png (MVTec AD's naming; non-zero = defect, the image's size); adds pixel_auroc, "
+                   "aupro (to 30%% FPR, normalised) and auc_by_type to metrics.json")
     p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
     p.set_defaults(func=commands.cmd_evaluate)
 
@@ -202,9 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalized", action="store_true",
                    help="add a column 1 / (1 + exp(threshold - score)): 0.5 at the threshold, in (0, 1) "
                         "(the Parquet output of --out always has it)")
+    p.add_argument("--maps", metavar="DIR", help="also write each image's anomaly map at the file's resolution "
+                   "(<stem>_map.png, 16-bit: 32768 at the pixel threshold; or --map-format tiff, float32 values) "
+                   "and <stem>_overlay.png under DIR, keeping the files' folders (a run with a patch-level score)")
+    p.add_argument("--map-format", choices=MAP_FORMATS, default="png", help="the map files' format (with --maps)")
+    p.add_argument("--boxes", action="store_true", help="with --out: add each image's defect_area (pixels) and "
+                   "defect_boxes ([x0, y0, x1, y1] per region) from its anomaly map")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, help="for a run directory (default: torch; onnx with --out)")
     p.set_defaults(func=commands.cmd_score)
+
+    p = sub.add_parser("make-defects", help="a localisation check: synthetic defects with exact masks pasted on "
+                       "half of a folder of good images no run trained on, as DIR/test and DIR/masks for "
+                       "metricad evaluate --test-dir --mask-dir")
+    p.add_argument("good_dir", metavar="GOOD_DIR", help="good images (e.g. held-out good parts)")
+    p.add_argument("--out", required=True, help="a new folder for test/ and masks/")
+    p.add_argument("--defects", type=_defects, default=list(DEFECTS), metavar="KIND,KIND",
+                   help=f"the defect kinds, one per defective image in turn (default: {','.join(DEFECTS)})")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.cmd_make_defects)
 
     p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
     p.add_argument("run")
@@ -234,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page: ROC, histograms, confusion matrix, examples")
     p.add_argument("run")
     p.add_argument("--test-dir", help="your test images: good/ + anomalous sub-folders (default: the run's split)")
+    p.add_argument("--mask-dir", help="with --test-dir: the defect images' true masks (as for evaluate): adds "
+                   "pixel ROC and PRO curves, per-type AUROC, maps beside masks, the missed defects")
     p.add_argument("--out", help="HTML file (default RUN/report.html)")
     p.add_argument("--skip-bad-files", action="store_true")
     p.add_argument("--data-dir")

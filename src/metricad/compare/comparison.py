@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 from metricad import selection
 from metricad.compare.baselines import BASELINES
 from metricad.data import CLASS_NAMES, AnomalySplit, load_split, validation_split
+from metricad.data.sources import FashionMNIST
 from metricad.evaluate.timing import ms_per_image
 from metricad.files import write_json, write_text
 from metricad.preprocessing import to_model_input
@@ -39,7 +40,6 @@ _TRAINED = {"metricad": {},
             "seed": {"loss": "seed", "labels": "binary", "negatives": [], "score": "knn", "ensemble": 1},
             "doc": {"loss": "doc", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1},
             "binary": {"loss": "binary", "labels": "fine", "negatives": [], "score": "knn", "ensemble": 1}}
-PRETRAINED_SCALE = 4  # Fashion-MNIST's 28x28 enlarged to 112 inside the pretrained backbone (a 14x14 patch grid)
 TIMING_IMAGES = 200  # ms/image is measured on this many test images (enough for a median-free mean)
 
 
@@ -114,8 +114,7 @@ def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | 
         scorers[f"{method}[patch]"] = fit_detector(models, split, "patch", device=device)  # patch-level, same models
         return {"scorers": scorers, "union": union, "train_seconds": time.perf_counter() - start}
     elif method == "pretrained":  # EfficientNet-Lite0's ImageNet features as they are, scored patch by patch
-        config = PRESETS["inspection"].with_options({"model_kwargs": {"input_size": list(split.train_images.shape[-2:]),
-                                                                      "in_channels": 1, "scale": PRETRAINED_SCALE}})
+        config = FashionMNIST.for_pretrained(PRESETS["inspection"])
         models, _ = train_members(config, split, device=device, progress=False)
         scorers = {method: fit_detector(models, split, config.score, device=device)}
     elif method in _TRAINED:

@@ -119,12 +119,12 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     _, height, width = x.shape
     mask = _blob((height, width), rng)
     changed = x * rng.choice([rng.uniform(0.3, 0.7), rng.uniform(1.3, 1.8)])
-    blurred = _box_blur(changed, max(1, int(rng.integers(1, 4))))
+    blurred = box_blur(changed, max(1, int(rng.integers(1, 4))))
     out = np.where(mask[None], blurred, x)
     return _back(out, image), mask
 
 
-def _box_blur(x: np.ndarray, radius: int) -> np.ndarray:
+def box_blur(x: np.ndarray, radius: int) -> np.ndarray:
     """A separable box blur of ``(C, H, W)`` (edges repeated)."""
     size = 2 * radius + 1
     padded = np.pad(x, ((0, 0), (radius, radius), (radius, radius)), mode="edge")

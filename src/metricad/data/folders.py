@@ -82,11 +82,12 @@ def labelled_subfolders(directory: str | os.PathLike, what: str) -> dict[str, li
     return groups
 
 
-def infer_input_spec(paths: list[Path], pretrained: bool = False, sample: int = 256) -> tuple[int, tuple[int, int]]:
+def infer_input_spec(paths: list[Path], pretrained: bool = False, sample: int = 256,
+                     own_size: bool = False) -> tuple[int, tuple[int, int]]:
     """``(channels, (height, width))`` read from the headers of an even sample of the images: grey if every
     sampled image is grey, else RGB; the size keeps their median aspect ratio with its shorter side
     ``PRETRAINED_SIDE`` (a pretrained backbone, each side a multiple of 16), else their median size with its longer
-    side at most ``SCRATCH_SIDE``."""
+    side at most ``SCRATCH_SIDE``; ``own_size`` (tiling): their median size as it is."""
     from PIL import Image
 
     modes, aspects, heights, widths = set(), [], [], []
@@ -103,6 +104,8 @@ def infer_input_spec(paths: list[Path], pretrained: bool = False, sample: int = 
         raise ValueError(f"none of the sampled images under {paths[0].parent} could be read")
     channels = 1 if modes <= {"1", "L", "I", "I;16", "F"} else 3
     aspect = float(np.median(aspects))
+    if own_size:
+        return channels, (int(np.median(heights)), int(np.median(widths)))
     if pretrained:
         height, width = (PRETRAINED_SIDE, PRETRAINED_SIDE * aspect) if aspect >= 1 else (
             PRETRAINED_SIDE / aspect, PRETRAINED_SIDE)

@@ -57,7 +57,17 @@ class FashionMNIST:
 
     def adapt(self, config):
         self.split_seed, self.holdout = config.seed, config.holdout  # the split follows the recipe's seed
-        return config
+        from metricad.recipe import PRETRAINED
+
+        return self.for_pretrained(config) if config.model in PRETRAINED else config
+
+    @staticmethod
+    def for_pretrained(config):
+        """A pretrained backbone's recipe on 28x28 grey images: enlarged ``PRETRAINED_SCALE`` times inside it."""
+        from metricad.recipe import PRETRAINED_SCALE
+
+        return config.with_options({"model_kwargs": {"input_size": [28, 28], "in_channels": 1,
+                                                     "scale": PRETRAINED_SCALE}})
 
     def check(self, chooses_with_labels: bool, threshold_mode: str = "contamination") -> None:
         if chooses_with_labels != bool(self.val_anomalies):
@@ -83,7 +93,8 @@ class FashionMNIST:
 class ImageFolders:
     """Image folders (``metricad.data.folders``): good parts (enough alone), optional reference images, an optional
     labelled validation folder. ``image_size`` / ``channels`` default to what the normal images are; ``holdout``
-    (default 0.1) keeps that fraction of the normal images out of training and anchors."""
+    (default 0.1) keeps that fraction of the normal images out of training and anchors. ``tile`` (pixels) trains
+    and scores ``tile`` x ``tile`` tiles of the images at their own size (``metricad.tiling``)."""
 
     normal_dir: str | os.PathLike
     reference_dir: str | os.PathLike | None = None
@@ -93,14 +104,24 @@ class ImageFolders:
     holdout: float | None = None
     skip_bad_files: bool = False
     split_seed: int = 0
+    tile: int | None = None
+    tile_overlap: int = 0
 
     @classmethod
     def from_data(cls, data: dict, data_dir=None) -> "ImageFolders":
+        tiling = data.get("tiling") or {}
         return cls(data["normal_dir"], data.get("reference_dir"), data.get("val_dir"), tuple(data["image_size"]),
                    data["channels"], data.get("holdout", 0.0), data.get("skip_bad_files", False),
-                   data.get("split_seed", 0))
+                   data.get("split_seed", 0), tiling.get("size"), tiling.get("overlap", 0))
 
     def check(self, chooses_with_labels: bool, threshold_mode: str = "contamination") -> None:
+        if self.tile is not None:
+            from metricad.tiling import Tiling
+
+            Tiling(self.tile, self.tile_overlap)  # the values' own errors
+            if self.val_dir or chooses_with_labels:
+                raise ValueError("--tile: a tiled run sets its threshold on held-out good images; --val-dir and "
+                                 "--score auto are not available with it yet")
         if (threshold_mode in ("f1", "fpr") or chooses_with_labels) and not self.val_dir:
             what = "--score auto" if chooses_with_labels else f"threshold mode {threshold_mode!r}"
             raise ValueError(f"{what} needs labelled images: pass --val-dir")
@@ -114,14 +135,19 @@ class ImageFolders:
         if self.image_size is None or self.channels is None:
             from metricad.recipe import PRETRAINED
 
-            found_channels, found_size = infer_input_spec(list_images(self.normal_dir), config.model in PRETRAINED)
+            found_channels, found_size = infer_input_spec(list_images(self.normal_dir), config.model in PRETRAINED,
+                                                          own_size=self.tile is not None)
             self.channels, self.image_size = self.channels or found_channels, self.image_size or found_size
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.tile is not None and min(self.image_size) < self.tile:
+            raise ValueError(f"--tile {self.tile}: the images ({self.image_size[0]}x{self.image_size[1]}) are smaller "
+                             "than one tile: tiling is for images larger than the model input")
         self.image_size, self.split_seed = tuple(self.image_size), config.seed
+        model_input = self.image_size if self.tile is None else (self.tile, self.tile)
         config = config.with_options({"holdout": self.holdout, "model_kwargs": {
-            "input_size": list(self.image_size), "in_channels": self.channels}})
-        return _negatives_for_input(config, self.image_size)
+            "input_size": list(model_input), "in_channels": self.channels}})
+        return _negatives_for_input(config, model_input)
 
     def describe(self) -> dict:
         def resolved(path):
@@ -130,7 +156,8 @@ class ImageFolders:
         return {"dataset": "folders", "normal_dir": resolved(self.normal_dir),
                 "reference_dir": resolved(self.reference_dir), "val_dir": resolved(self.val_dir),
                 "image_size": list(self.image_size), "channels": self.channels, "holdout": self.holdout,
-                "split_seed": self.split_seed, "skip_bad_files": self.skip_bad_files}
+                "split_seed": self.split_seed, "skip_bad_files": self.skip_bad_files,
+                "tiling": None if self.tile is None else {"size": self.tile, "overlap": self.tile_overlap}}
 
     def load(self):
         from metricad.data.folders import folder_split

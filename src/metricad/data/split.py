@@ -146,3 +146,15 @@ def validation_split(split: AnomalySplit, stand_in_anomaly: int, fraction: float
         test_images=np.concatenate([split.train_images[held_out], split.train_images[stand_in]]),
         test_is_anomaly=np.r_[np.zeros(len(held_out), np.int64), np.ones(len(stand_in), np.int64)],
         holdout_images=split.train_images[normalising] if holdout else None)
+
+
+def tiled_split(split: AnomalySplit, tiling) -> AnomalySplit:
+    """``split`` with its training, anchor and held-out images cut into tiles (``metricad.tiling.Tiling``), each
+    tile keeping its image's class: what a tiled run trains and fits its anchors on."""
+    from dataclasses import replace
+
+    per_image = len(tiling.boxes(*split.train_images.shape[-2:])) if len(split.train_images) else 0
+    return replace(split, train_images=tiling.split_all(split.train_images),
+                   train_classes=np.repeat(split.train_classes, per_image),
+                   anchor_images=tiling.split_all(split.anchor_images),
+                   holdout_images=None if split.holdout_images is None else tiling.split_all(split.holdout_images))

@@ -23,12 +23,12 @@ from metricad.data.images import list_image_files
 from metricad.deploy.chunks import next_part_number, part_schema, score_chunk, write_part
 
 
-def done_paths(out: Path) -> set[str]:
+def done_paths(out: Path, boxes: bool = False) -> set[str]:
     """The resolved paths already scored in ``out``. A part file a killed writer left unreadable is removed (its
     images are scored again); a part of another schema (another metricad version) stops the job."""
     import pyarrow.parquet as pq
 
-    done, schema = set(), part_schema()
+    done, schema = set(), part_schema(boxes)
     for part in sorted(Path(out).glob("*.parquet")) if Path(out).is_dir() else []:
         try:  # one open: the footer gives the schema, then only the path column is read
             parquet = pq.ParquetFile(part)
@@ -40,19 +40,21 @@ def done_paths(out: Path) -> set[str]:
             continue
         if not found.equals(schema, check_metadata=False):
             raise ValueError(f"{part}: its columns ({', '.join(found.names)}) are not those this metricad writes "
-                             f"({', '.join(schema.names)}): score into a new --out")
+                             f"({', '.join(schema.names)}; --boxes adds the last two): score into a new --out")
         done.update(os.path.realpath(path) for path in paths)
     return done
 
 
 def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = "local", device=None,
-                     runtime: str = "onnx", ray_address: str | None = None, actors: int | None = None) -> dict:
-    """Score every image of ``inputs`` with ``target`` into the Parquet dataset ``out``; return a summary."""
+                     runtime: str = "onnx", ray_address: str | None = None, actors: int | None = None,
+                     boxes: bool = False) -> dict:
+    """Score every image of ``inputs`` with ``target`` into the Parquet dataset ``out``; return a summary.
+    ``boxes``: each row also holds its defect mask's area and bounding boxes (a scorer with anomaly maps)."""
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
     out = Path(out)
     paths = list_image_files(inputs)
-    done = done_paths(out)
+    done = done_paths(out, boxes)
     todo = [p for p in paths if os.path.realpath(p) not in done]
     out.mkdir(parents=True, exist_ok=True)
     summary = {"images": len(paths), "already_scored": len(paths) - len(todo), "scored": len(todo), "out": str(out)}
@@ -61,14 +63,18 @@ def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = 
     if engine == "ray":
         from metricad.deploy.batch_ray import score_with_ray
 
-        return summary | score_with_ray(target, todo, out, chunk_size, runtime, ray_address, actors)
+        return summary | score_with_ray(target, todo, out, chunk_size, runtime, ray_address, actors, boxes)
     if engine != "local":
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     from metricad.deploy.scorer import load_scorer
 
     scorer = load_scorer(target, device, runtime)
+    if boxes:
+        from metricad.deploy.maps import check_map_scorer
+
+        check_map_scorer(scorer)
     number = next_part_number(out)
     for start in range(0, len(todo), chunk_size):
-        write_part(out, score_chunk(scorer, todo[start:start + chunk_size]), number)
+        write_part(out, score_chunk(scorer, todo[start:start + chunk_size], boxes), number)
         number += 1
     return summary | {"model_id": scorer.model_id}

@@ -7,6 +7,8 @@ the anchors, the normalisation) and, as metadata, what is needed to feed it and 
     bundle = Bundle("part.onnx")
     scores = bundle.score_samples(images)        # uint8 (N, H, W) or (N, 3, H, W), or floats in [0, 1]
     flags = bundle.predict_scores(scores)        # 1 = anomaly
+    scores, maps = bundle.score_with_maps(images)  # a patch-level score: anomaly maps (N, H, W) too
+    masks = bundle.predict_masks(scores, maps)   # where the defect is
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from metricad.preprocessing import to_model_array
 from metricad.scoring.onnx_session import make_session
-from metricad.thresholds import is_anomalous, normalized_score
+from metricad.thresholds import defect_masks, is_anomalous, normalized_score
 
 # Bundle 2 (issue 27) holds the decision as a run does: "offset" (anomaly when score > offset) and
 # "threshold_set_on" (how it was set). Bundle 1 called the offset "threshold"; it is still read.
@@ -65,14 +67,32 @@ class Bundle:
         self.offset_ = float(self.metadata["offset"])
         self.score, self.model_id = self.metadata["score"], self.metadata["model_id"]
         self.batch_size = min(self.batch_size, int(self.metadata.get("max_batch", self.batch_size)))
+        self.has_map = "anomaly_map" in {output.name for output in self.session.get_outputs()}
+        pixel_offset = self.metadata.get("pixel_offset")
+        self.pixel_offset_ = None if pixel_offset is None else float(pixel_offset)
 
-    def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, images, names: list[str]) -> list[np.ndarray]:
         x = to_model_array(images, *self.input_spec)
-        outputs = [self.session.run(["score", "parts"], {"images": x[i:i + self.batch_size]})
+        outputs = [self.session.run(names, {"images": x[i:i + self.batch_size]})
                    for i in range(0, len(x), self.batch_size)]
         if not outputs:
-            return np.empty(0, np.float32), np.empty((0, 0), np.float32)
-        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+            empty = {"score": np.empty(0, np.float32), "parts": np.empty((0, 0), np.float32),
+                     "anomaly_map": np.empty((0, *self.input_spec[1]), np.float32)}
+            return [empty[name] for name in names]
+        return [np.concatenate([o[j] for o in outputs]) for j in range(len(names))]
+
+    def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(self._run(images, ["score", "parts"]))
+
+    def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (N,), anomaly maps (N, H, W))`` at the model input's resolution, as the run gives them."""
+        if not self.has_map:
+            raise ValueError(f"{self.path}: score {self.score!r} has no anomaly map: only a patch-level expert "
+                             "(patch) locates defects; export a run trained with --score patch")
+        return tuple(self._run(images, ["score", "anomaly_map"]))
+
+    def predict_masks(self, scores, maps) -> np.ndarray:
+        return defect_masks(scores, maps, self.offset_, self.pixel_offset_)
 
     def score_samples(self, images) -> np.ndarray:
         return self.score_parts(images)[0]
@@ -85,6 +105,14 @@ class Bundle:
 
     def normalized_score(self, scores) -> np.ndarray:
         return normalized_score(scores, self.offset_)
+
+    def tiled(self):
+        """A bundle of a tiled run as a scorer of whole images (``metricad.tiling.TiledScorer``)."""
+        from metricad.tiling import TiledScorer, Tiling
+
+        tiling = self.metadata["tiling"]
+        return TiledScorer(self, Tiling(tiling["size"], tiling["overlap"]), tiling["image_size"], tiling["offset"],
+                           tiling["threshold_set_on"])
 
     def describe(self) -> dict:
         """What ``/info`` and a log line say about the bundle."""

@@ -30,15 +30,22 @@ def export_run(path, out) -> str:
              "preprocessing": {"decode": "Pillow", "mode": "L" if channels == 1 else "RGB",
                                "resize": "bilinear to height x width", "scale": "uint8 / 255"},
              "outputs": {"score": "(N,) higher = more anomalous; anomaly when score > offset",
-                         "parts": "(N, members x experts) raw expert scores"},
+                         "parts": "(N, members x experts) raw expert scores"}
+             | ({"anomaly_map": "(N, H, W) at the input's resolution, z-score units; defect where > pixel_offset "
+                                "in an image flagged by offset"} if detector.graph_.has_map else {}),
              "max_batch": min(512, detector.graph_.max_batch),  # images per ONNX call its memory allows
              "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
              "models": run.config["models"]}
+    if run.config.get("tiling"):  # the graph scores tiles: how to cut images and their own threshold
+        facts["tiling"] = run.config["tiling"]
+    if detector.graph_.has_map:
+        facts |= {"pixel_offset": detector.pixel_offset_, "pixel_threshold_set_on": detector.pixel_threshold_set_on_}
     for key, value in bundle_metadata(facts).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     out = Path(out)
+    map_output = ", 'anomaly_map'" if detector.graph_.has_map else ""
     atomic_write(out, lambda p: onnx.save(model, p))
     return (f"{out}: input 'images' float32 (N, {channels}, {height}, {width}) in [0, 1]; outputs 'score' (anomaly "
-            f"when > {detector.offset_:.4f}) and 'parts'; model {run.model_id}, score {detector.score}, "
+            f"when > {detector.offset_:.4f}), 'parts'{map_output}; model {run.model_id}, score {detector.score}, "
             f"{out.stat().st_size / 2**20:.1f} MB{exact}")

@@ -27,6 +27,19 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
+class MapScorer(Scorer, Protocol):
+    """A ``Scorer`` that also says where: anomaly maps at the input's resolution (when ``has_map``), and defect
+    masks where a map is above ``pixel_offset_`` in an image flagged by ``offset_``."""
+
+    has_map: bool
+    pixel_offset_: float | None
+
+    def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def predict_masks(self, scores, maps) -> np.ndarray: ...
+
+
+@runtime_checkable
 class DeployedScorer(Scorer, Protocol):
     """A ``Scorer`` loaded from a file for the line: it also names its model and describes itself (``/info``)."""
 
@@ -46,7 +59,8 @@ class RunScorer:
         from metricad.run import open_run
 
         self.run = open_run(path, device=device, runtime=runtime)
-        self.detector, self.model_id = self.run.detector, self.run.model_id
+        self.detector, self.model_id = self.run.scorer, self.run.model_id  # a tiled run's scores whole images
+        self.score = self.detector.score
         self.input_spec, self.offset_ = self.detector.input_spec, self.detector.offset_
 
     def score_samples(self, images):
@@ -58,6 +72,20 @@ class RunScorer:
     def normalized_score(self, scores):
         return self.detector.normalized_score(scores)
 
+    @property
+    def has_map(self) -> bool:
+        return self.detector.has_map
+
+    @property
+    def pixel_offset_(self):
+        return self.detector.pixel_offset_
+
+    def score_with_maps(self, images):
+        return self.detector.score_with_maps(images)
+
+    def predict_masks(self, scores, maps):
+        return self.detector.predict_masks(scores, maps)
+
     def set_threads(self, threads: int) -> None:
         import torch
 
@@ -67,7 +95,8 @@ class RunScorer:
         detector = self.detector
         return {"run": str(self.run.path), "models": self.run.config["models"], "score": detector.score,
                 "anchors": len(detector.anchor_indices_), "k": detector.k, "runtime": detector.runtime,
-                "threshold_set_on": detector.threshold_set_on_}
+                "threshold_set_on": detector.threshold_set_on_, "pixel_threshold": detector.pixel_offset_,
+                "pixel_threshold_set_on": detector.pixel_threshold_set_on_}
 
 
 def load_scorer(target, device=None, runtime: str = "torch", threads: int | None = None):
@@ -75,7 +104,8 @@ def load_scorer(target, device=None, runtime: str = "torch", threads: int | None
     if is_bundle(target):
         from metricad.deploy.bundle import Bundle
 
-        return Bundle(target, threads=threads, use_cuda=device is not None and str(device).startswith("cuda"))
+        bundle = Bundle(target, threads=threads, use_cuda=device is not None and str(device).startswith("cuda"))
+        return bundle.tiled() if bundle.metadata.get("tiling") else bundle
     scorer = RunScorer(target, device, runtime)
     if threads is not None:
         scorer.set_threads(threads)

@@ -11,33 +11,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
-from metricad.files import write_json, write_text
+from metricad.evaluate.image_metrics import evaluate
 from metricad.evaluate.timing import time_scoring
+from metricad.files import write_json, write_text
 from metricad.layout import Layout
 from metricad.run import open_run
 
 
-def evaluate(detector, images: np.ndarray, is_anomaly: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Threshold-free metrics (ROC AUC, average precision) and the confusion counts at the detector's threshold."""
-    scores = detector.score_samples(images)
-    predicted = detector.predict_scores(scores).astype(bool)
-    truth = np.asarray(is_anomaly).astype(bool)
-    tp, fp = int(np.sum(predicted & truth)), int(np.sum(predicted & ~truth))
-    fn, tn = int(np.sum(~predicted & truth)), int(np.sum(~predicted & ~truth))
-    metrics = {
-        "auc": float(roc_auc_score(truth, scores)),
-        "average_precision": float(average_precision_score(truth, scores)),
-        "n_test_normal": int(np.sum(~truth)), "n_test_anomaly": int(np.sum(truth)),
-        "n_anchors": len(detector.anchor_indices_), "k": detector.k, "score": detector.score,
-        "threshold": detector.offset_, "threshold_set_on": detector.threshold_set_on_,
-        "at_threshold": {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
-                         "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
-                         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-                         "false_positive_rate": fp / max(fp + tn, 1)},
-    }
-    return metrics, scores
+def check_unseen(run, test_dir) -> None:
+    """A run is not evaluated on the validation folder that set its threshold."""
+    val_dir = run.config.get("data", {}).get("val_dir")
+    if val_dir and Path(test_dir).resolve() == Path(val_dir):
+        raise ValueError(f"--test-dir {test_dir} is the --val-dir that set {run.path}'s threshold: evaluate on "
+                         "images the run has not seen")
 
 
 def evaluation_images(run, test_dir=None, data_dir=None, skip_bad_files: bool = False):
@@ -47,10 +35,8 @@ def evaluation_images(run, test_dir=None, data_dir=None, skip_bad_files: bool = 
 
     data = run.config.get("data", {})
     if test_dir:
-        if data.get("val_dir") and Path(test_dir).resolve() == Path(data["val_dir"]):
-            raise ValueError(f"--test-dir {test_dir} is the --val-dir that set {run.path}'s threshold: evaluate on "
-                             "images the run has not seen")
-        split, where = labelled_dir_split(test_dir, *run.detector.input_spec, skip_bad_files), str(test_dir)
+        check_unseen(run, test_dir)
+        split, where = labelled_dir_split(test_dir, *run.scorer.input_spec, skip_bad_files), str(test_dir)
     else:
         split = run.split(data_dir)
         where = (f"Fashion-MNIST test images of classes {split.normal_class} and {split.anomaly_class}"
@@ -62,15 +48,30 @@ def evaluation_images(run, test_dir=None, data_dir=None, skip_bad_files: bool = 
 
 
 def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_dir=None,
-                 skip_bad_files: bool = False, **overrides):
+                 skip_bad_files: bool = False, mask_dir=None, **overrides):
     """Open a run (``overrides``: ``open_run``'s), evaluate it on its test images and merge the metrics into its
-    ``metrics.json``. Returns ``(run, split, metrics, scores)``."""
+    ``metrics.json``. Returns ``(run, split, metrics, scores)``. With ``mask_dir`` (true defect masks of
+    ``test_dir``'s images) the pixel metrics too (``metricad.evaluate.localization``)."""
     run = open_run(path, device=device, runtime=runtime, **overrides)
+    if mask_dir is not None:
+        return _evaluate_with_masks(run, test_dir, mask_dir, skip_bad_files)
     split, where = evaluation_images(run, test_dir, data_dir, skip_bad_files)
-    metrics, scores = evaluate(run.detector, split.test_images, split.test_is_anomaly)
+    metrics, scores = evaluate(run.scorer, split.test_images, split.test_is_anomaly)
     metrics["test_images"] = where
     run.update_metrics(metrics)
     return run, split, metrics, scores
+
+
+def _evaluate_with_masks(run, test_dir, mask_dir, skip_bad_files: bool):
+    from metricad.evaluate.localization import localize
+
+    if not test_dir:
+        raise ValueError("--mask-dir holds the masks of --test-dir's defect images: pass --test-dir too")
+    check_unseen(run, test_dir)
+    result = localize(run.scorer, test_dir, mask_dir, skip_bad_files)
+    metrics = result.metrics | {"test_images": str(test_dir)}
+    run.update_metrics(metrics)
+    return run, result, metrics, result.scores
 
 
 def benchmark(detector, images: np.ndarray, is_anomaly: np.ndarray, anchor_counts, batch_sizes, model_name: str,

@@ -1,5 +1,7 @@
 """One self-contained HTML page about a run on its test images: ROC, score histograms, the confusion matrix at
-the threshold, and the extremes with heat-maps. Figures are embedded as base64 PNGs, so the page is one file
+the threshold, and the extremes with heat-maps. With true defect masks (``--mask-dir``), also where the defect
+is: pixel ROC and PRO curves, each defect type's AUROC, the most anomalous images and the missed defects with the
+anomaly map beside the true and the predicted mask. Figures are embedded as base64 PNGs, so the page is one file
 that can be mailed or archived."""
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from metricad.evaluate.evaluation import evaluate, evaluation_images
+from metricad.evaluate.evaluation import evaluation_images
+from metricad.evaluate.image_metrics import evaluate
 from metricad.evaluate.explain import explain
 from metricad.files import write_text
 from metricad.layout import Layout
@@ -85,10 +88,85 @@ def _gallery(images, heatmaps, scores, flagged):
     return _png(fig)
 
 
+def _pixel_curves_figure(curves, metrics):
+    plt = _plots()
+    fig, (roc, pro) = plt.subplots(1, 2, figsize=(8.4, 4))
+    roc.plot(curves["fpr"], curves["tpr"], label=f"pixel AUC {metrics['pixel_auroc']:.4f}")
+    roc.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    roc.set(xlabel="false-positive rate (defect-free pixels)", ylabel="true-positive rate (defect pixels)",
+            title="pixel ROC")
+    limit = metrics["aupro_fpr_limit"]
+    keep = curves["fpr"] <= limit
+    pro.plot(curves["fpr"][keep], curves["pro"][keep], label=f"AUPRO {metrics['aupro']:.4f} (to FPR {limit})")
+    pro.set(xlabel="false-positive rate (defect-free pixels)", ylabel="per-region overlap", xlim=(0, limit),
+            ylim=(0, 1.02), title="PRO curve")
+    for ax in (roc, pro):
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _map_gallery(result, indices, detector):
+    """One row per image: the image, its map over it, the true mask, the predicted mask."""
+    from metricad.localization import overlay
+
+    plt = _plots()
+    rows = max(len(indices), 1)
+    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows), squeeze=False)
+    for row, i in enumerate(indices):
+        from PIL import Image
+
+        with Image.open(result.paths[i]) as img:
+            original = np.asarray(img.convert("L" if detector.input_spec[0] == 1 else "RGB"))
+        predicted = detector.predict_masks(result.scores[i:i + 1], result.maps[i][None])[0]
+        panels = (original, overlay(original, result.maps[i], detector.pixel_offset_, predicted), result.masks[i],
+                  predicted)
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255 if col < 2 else 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        flag = "NG" if detector.predict_scores(result.scores[i:i + 1])[0] else "OK"
+        axes[row, 0].set_ylabel(f"{result.types[i]}\n{result.scores[i]:.2f} {flag}", fontsize=8)
+    for col, name in enumerate(("image", "anomaly map", "true mask", "predicted mask")):
+        axes[0, col].set_title(name, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _localization_section(detector, result, n_examples: int) -> str:
+    metrics = result.metrics
+    anomalous = np.flatnonzero(result.is_anomaly == 1)
+    flagged = detector.predict_scores(result.scores).astype(bool)
+    most = np.argsort(-result.scores)[:n_examples]
+    missed = [i for i in anomalous[np.argsort(result.scores[anomalous])] if not flagged[i]][:n_examples]
+    types = "".join(f"<tr><td>{html.escape(kind)}</td><td>{auc:.4f}</td><td>{np.sum(np.array(result.types) == kind)}"
+                    f"</td></tr>" for kind, auc in metrics["auc_by_type"].items())
+    at = metrics["pixel_at_threshold"]
+    galleries = [("The most anomalous test images: image, anomaly map, true mask, predicted mask", most)]
+    galleries.append(("The missed defects (below the image threshold), most normal-looking first", missed))
+    figures = "".join(f"<figure><img alt='{html.escape(c)}' src='{_map_gallery(result, list(ix), detector)}'>"
+                      f"<figcaption>{html.escape(c)}</figcaption></figure>" if len(ix) else
+                      f"<p>{html.escape(c)}: none.</p>" for c, ix in galleries)
+    return f"""<h2>Where the defect is</h2>
+<table><tr><th>pixel ROC AUC</th><td>{metrics['pixel_auroc']:.4f}</td></tr>
+<tr><th>AUPRO (to FPR {metrics['aupro_fpr_limit']})</th><td>{metrics['aupro']:.4f}
+({metrics['n_defect_regions']} defect regions)</td></tr>
+<tr><th>defect masks at the thresholds</th><td>pixel precision {at['precision']:.3f}, recall {at['recall']:.3f},
+F1 {at['f1']:.3f}, IoU {at['iou']:.3f}</td></tr></table>
+<table><tr><th>defect type</th><th>image ROC AUC against the good images</th><th>images</th></tr>{types}</table>
+<figure><img alt="pixel ROC and PRO curves" src="{_pixel_curves_figure(result.curves, metrics)}">
+<figcaption>Pixel ROC and PRO curves over every pixel of the test images</figcaption></figure>
+{figures}"""
+
+
 def build_report(detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
-                 details: dict | None = None, n_examples: int = 8) -> tuple[str, dict]:
-    """The HTML page and the metrics it shows."""
-    metrics, scores = evaluate(detector, images, is_anomaly)
+                 details: dict | None = None, n_examples: int = 8, localization=None) -> tuple[str, dict]:
+    """The HTML page and the metrics it shows; ``localization`` (``metricad.evaluate.localization.localize``'s
+    result on the same images) adds where the defect is."""
+    if localization is not None:
+        metrics, scores = localization.metrics, localization.scores
+    else:
+        metrics, scores = evaluate(detector, images, is_anomaly)
     truth = np.asarray(is_anomaly).astype(int)
     at = metrics["at_threshold"]
     anomalous = np.flatnonzero(truth == 1)
@@ -134,21 +212,30 @@ false-positive rate {at['false_positive_rate']:.3f}</td></tr>
 {confusion}
 <h2>Examples</h2>
 {figures}
+{_localization_section(detector, localization, n_examples) if localization is not None else ""}
 </body></html>
 """
     return page, metrics
 
 
-def report_run(path, test_dir=None, out=None, data_dir=None, device=None, skip_bad_files: bool = False):
-    """Write a run's report on its test images (or ``test_dir``) to ``out`` (default RUN/report.html); returns the
-    page's path and its metrics."""
+def report_run(path, test_dir=None, out=None, data_dir=None, device=None, skip_bad_files: bool = False,
+               mask_dir=None):
+    """Write a run's report on its test images (or ``test_dir``, with its true masks in ``mask_dir``) to ``out``
+    (default RUN/report.html); returns the page's path and its metrics."""
     run = open_run(path, device=device)
+    localization = None
+    if mask_dir is not None:
+        from metricad.evaluate.localization import localize
+
+        if not test_dir:
+            raise ValueError("--mask-dir holds the masks of --test-dir's defect images: pass --test-dir too")
+        localization = localize(run.scorer, test_dir, mask_dir, skip_bad_files)
     split, where = evaluation_images(run, test_dir, data_dir, skip_bad_files)
     training = run.config.get("training", {})
     details = {"run": str(run.path), "model": run.config["models"][0]["name"],
                "training": ", ".join(f"{k} {training.get(k)}" for k in ("loss", "labels", "epochs", "ensemble")),
                "score": run.detector.score, "anchors": len(run.detector.anchor_indices_),
                "test set": where or test_dir}
-    page, metrics = build_report(run.detector, split.test_images, split.test_is_anomaly,
-                                 f"metricad report: {run.path.name}", details)
+    page, metrics = build_report(run.scorer, split.test_images, split.test_is_anomaly,
+                                 f"metricad report: {run.path.name}", details, localization=localization)
     return write_text(Path(out) if out else Layout(run.path).report, page), metrics

@@ -13,6 +13,9 @@ class EmbeddingModel(nn.Module):
     of the features' modules give the mid-level map) and defines ``pool`` (the last map to the head's input)."""
 
     local_depth: int
+    # Where map cell i is centred: on input pixel stride * i (symmetrically padded convolutions) when True, else
+    # on stride * i + (stride - 1) / 2 (un-padded pooling); anomaly maps are upsampled accordingly.
+    aligned_cells = False
 
     def __init__(self, embedding_dim: int, in_channels: int, input_size: tuple[int, int], normalize: bool,
                  num_classes: int = 0, normal_label: int | None = None):

@@ -100,6 +100,8 @@ class PretrainedBackbone(EmbeddingModel):
     """A timm network cut after its stride-16 stage (module docstring). ``weights``: a file, ``"imagenet"`` (the
     packaged ImageNet weights) or None (random: a run's own saved weights replace them when it is reopened)."""
 
+    aligned_cells = True  # timm's convolutions pad symmetrically: cell i of a stride-s map is centred on s * i
+
     def __init__(self, arch: str = "efficientnet_lite0", weights: str | None = "imagenet", embedding_dim: int = 128,
                  in_channels: int = 1, input_size: tuple[int, int] = (224, 224), normalize: bool = True,
                  num_classes: int = 0, normal_label: int | None = None, scale: int = 1):

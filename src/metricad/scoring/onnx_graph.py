@@ -16,12 +16,12 @@ import torch.nn as nn
 from metricad.scoring.experts import KnnDistance
 from metricad.scoring.onnx_session import make_session
 
-OUTPUTS = ("score", "parts")
 MAX_GRAPH_BYTES = 1 << 30  # the anchors become constants of the graph: stay well under protobuf's 2 GB limit
 
 
 def export_graph(graph: nn.Module, input_spec: tuple[int, tuple[int, int]], opset: int = 17) -> bytes:
-    """ONNX bytes of ``graph`` (images -> score, parts) with a dynamic batch axis, exported from a CPU copy."""
+    """ONNX bytes of ``graph`` (images -> score, parts[, anomaly_map]) with a dynamic batch axis, exported from a
+    CPU copy."""
     size = sum(t.numel() * t.element_size() for t in list(graph.parameters()) + list(graph.buffers()))
     if size > MAX_GRAPH_BYTES:
         raise ValueError(f"the scoring graph holds {size / 2**20:.0f} MB of anchors and weights, too many to export "
@@ -31,20 +31,23 @@ def export_graph(graph: nn.Module, input_spec: tuple[int, tuple[int, int]], opse
         if isinstance(module, KnnDistance):  # searches the same anchors exactly instead
             module.search_index_ = None
     channels, (height, width) = input_spec
+    outputs = graph.output_names
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter needs no extra package (the dynamo one needs onnxscript) and handles
         # these plain graphs exactly; its tracer warns about Python ints it turns into constants (the normal label).
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)  # the map's reflected edges: harmless
         torch.onnx.export(graph, (torch.zeros(1, channels, height, width),), buffer, input_names=["images"],
-                          output_names=list(OUTPUTS), opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in ["images", *OUTPUTS]})
+                          output_names=list(outputs), opset_version=opset, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]})
     return buffer.getvalue()
 
 
 class OnnxScorer:
-    """The exported graph in one ONNX Runtime session: ``scorer(x, batch_size) -> (scores, parts)``.
+    """The exported graph in one ONNX Runtime session: ``scorer(x, batch_size) -> (scores, parts)``, with
+    ``maps=True`` also the anomaly maps.
 
     Nothing runs between two calls, so worker threads may busy-wait for the next batch (embedding and k-NN in
     one graph measured 0.19 ms/image at batch 1 against 0.50 with the k-NN in torch; BENCHMARKS.md).
@@ -53,10 +56,12 @@ class OnnxScorer:
     def __init__(self, graph: nn.Module, input_spec, threads: int | None = None, use_cuda: bool = False):
         self.session = make_session(export_graph(graph, input_spec), threads, use_cuda, spinning=True)
 
-    def __call__(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        outputs = [self.session.run(list(OUTPUTS), {"images": x[i:i + batch_size]})
-                   for i in range(0, len(x), batch_size)]
+    def __call__(self, x: np.ndarray, batch_size: int, maps: bool = False) -> tuple[np.ndarray, ...]:
+        names = ["score", "parts"] + (["anomaly_map"] if maps else [])
+        outputs = [self.session.run(names, {"images": x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
         if not outputs:
             width = self.session.get_outputs()[1].shape[1]
-            return np.empty(0, np.float32), np.empty((0, width if isinstance(width, int) else 0), np.float32)
-        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+            empty = (np.empty(0, np.float32), np.empty((0, width if isinstance(width, int) else 0), np.float32),
+                     np.empty((0, *x.shape[2:]), np.float32))
+            return empty[:len(names)]
+        return tuple(np.concatenate([o[j] for o in outputs]) for j in range(len(names)))

@@ -31,6 +31,7 @@ from metricad.serve.decode import BadImage, decode_image
 from metricad.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 
 RAW_TYPES = ("image/", "application/octet-stream")
+MAP_KINDS = ("png", "mask", "overlay")  # ?map=: the 16-bit map, the defect mask, the map over the image
 OPEN_ROUTES = ("/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
 
 
@@ -195,13 +196,22 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
                    401: {"description": "missing or wrong API key"}, 413: {"description": "too large"},
                    415: {"description": "content type not accepted"},
                    503: {"description": "model not ready, or shutting down"}})
-    async def score(request: Request):
+    async def score(request: Request, map: str | None = None):  # noqa: A002 - the query parameter's name
         start = time.perf_counter()
         scorer = ready_scorer()
+        if map is not None and map not in MAP_KINDS:
+            raise HTTPException(400, f"map={map!r}: ask for one of {', '.join(MAP_KINDS)}")
+        if map is not None and not getattr(scorer, "has_map", False):
+            raise HTTPException(400, f"map={map}: score {scorer.score!r} has no anomaly map (only a patch-level "
+                                     "expert, patch, locates defects)")
         body = await _read_body(request, limits.max_body_bytes)
         files = await _uploaded_images(request, body, limits)
         if len(files) > limits.max_files:
             raise HTTPException(413, f"{len(files)} files in one request: more than the limit of {limits.max_files}")
+        if map is not None:
+            if len(files) != 1:
+                raise HTTPException(400, f"map={map} answers with one picture: send one image, not {len(files)}")
+            return await _map_response(scorer, files[0], map, start)
         channels, size = scorer.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]
@@ -217,7 +227,52 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
                             for (name, _), r, flag in zip(files, results, flagged)]}
 
+    async def _map_response(scorer, file: tuple[str, bytes], kind: str, start: float) -> Response:
+        """One image's map (16-bit PNG), defect mask or overlay at the file's resolution; the score in headers.
+        Scored on its own, not in the micro-batch: a map request is one image and its picture."""
+        name, data = file
+        channels, size = scorer.input_spec
+        try:
+            image = decode_image(data, size, channels, limits.max_pixels, name)
+            original = decode_image(data, None, channels, limits.max_pixels, name)
+        except BadImage as exc:
+            raise HTTPException(exc.status_code, str(exc)) from exc
+        png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, image, original, kind)
+        metrics.scored.labels(scorer.model_id).inc()
+        metrics.flagged.labels(scorer.model_id).inc(int(flagged))
+        return Response(png, media_type="image/png", headers={
+            "X-Metricad-Score": f"{score:.6f}", "X-Metricad-Label": "anomaly" if flagged else "normal",
+            "X-Metricad-Threshold": f"{scorer.offset_:.6f}", "X-Metricad-Pixel-Threshold": f"{scorer.pixel_offset_:.6f}",
+            "X-Metricad-Defect-Pixels": str(defect), "X-Metricad-Model-Id": scorer.model_id,
+            "X-Metricad-Request-Ms": f"{1000 * (time.perf_counter() - start):.2f}"})
+
     return app
+
+
+def map_picture(scorer, image, original, kind: str) -> tuple[bytes, float, bool, int]:
+    """``(PNG bytes, score, flagged, defect pixels)`` of one image: its map at ``original``'s resolution as
+    ``kind`` asks (``MAP_KINDS``)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from metricad.localization import map_png, mask_png, overlay, to_size
+
+    scores, maps = scorer.score_with_maps(image[None])
+    height, width = original.shape[-2:]
+    full = to_size(maps[0], (height, width))
+    mask = scorer.predict_masks(scores, full[None])[0]
+    if kind == "png":
+        picture = map_png(full, scorer.pixel_offset_)
+    elif kind == "mask":
+        picture = mask_png(mask)
+    else:
+        picture = Image.fromarray(overlay(original if original.ndim == 2 else original.transpose(1, 2, 0), full,
+                                          scorer.pixel_offset_, mask))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue(), float(scores[0]), bool(scorer.predict_scores(scores)[0]), int(np.sum(mask))
 
 
 def serve(target, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None, device=None,

@@ -27,9 +27,10 @@ class ImageTooLarge(BadImage):
     status_code = 413
 
 
-def decode_image(data: bytes, size: tuple[int, int], channels: int, max_pixels: int,
+def decode_image(data: bytes, size: tuple[int, int] | None, channels: int, max_pixels: int,
                  name: str = "image") -> np.ndarray:
-    """Decode ``data`` into uint8 ``(H, W)`` (or ``(3, H, W)``) at the model's ``size``; ``name`` goes in errors."""
+    """Decode ``data`` into uint8 ``(H, W)`` (or ``(3, H, W)``) at the model's ``size`` (None: its own size);
+    ``name`` goes in errors."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -42,7 +43,7 @@ def decode_image(data: bytes, size: tuple[int, int], channels: int, max_pixels: 
                 if width * height > max_pixels:
                     raise ImageTooLarge(f"{name}: {width}x{height} pixels is more than the limit of {max_pixels}")
                 img.load()
-                return image_to_array(img, size, channels)
+                return image_to_array(img, size or (height, width), channels)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

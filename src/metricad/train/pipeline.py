@@ -118,6 +118,11 @@ def fit_detector(models, split, score: str, threshold: dict | None = None, devic
 
 def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) -> Path:
     config = TrainConfig.from_dict(job["training"])
+    tiling, whole = tiling_of(job["data"]), split
+    if tiling is not None:  # the model learns and remembers tiles; the threshold is then set on whole images
+        from metricad.data.split import tiled_split
+
+        split = tiled_split(split, tiling)
     try:
         models, seconds = train_members(config, split, work, device, progress)
     except BaseException:
@@ -125,12 +130,36 @@ def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) ->
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing behind
         raise
     detector = fit_detector(models, split, config.score, job.get("threshold"), device, **job["detector"])
+    facts = {"data": job["data"], "training": job["training"], "training_seconds": seconds,
+             "processes": distributed.world(), "threads": job.get("threads")}
+    if tiling is not None:
+        facts["tiling"] = tiled_threshold(detector, tiling, whole)
     if distributed.is_main():
         if job.get("skipped_files"):
             write_json(Layout(work).skipped_files, job["skipped_files"])
-        run_dir.write_run(work, detector, {"data": job["data"], "training": job["training"],
-                                           "training_seconds": seconds, "processes": distributed.world(),
-                                           "threads": job.get("threads")})
+        run_dir.write_run(work, detector, facts)
         run_dir.finish_partial(work, out)
     distributed.barrier()
     return out
+
+
+def tiling_of(data: dict):
+    """The ``metricad.tiling.Tiling`` a run's data section asks for, or None."""
+    if not data.get("tiling"):
+        return None
+    from metricad.tiling import Tiling
+
+    return Tiling(data["tiling"]["size"], data["tiling"].get("overlap", 0))
+
+
+def tiled_threshold(detector, tiling, whole) -> dict:
+    """A tiled run's image threshold, set on the held-out normal images scored whole (their worst tile), as the
+    ``"tiling"`` section of its ``config.json``."""
+    from metricad.tiling import TiledScorer, calibrate_tiled
+
+    if whole.holdout_images is None or len(whole.holdout_images) < 2:
+        raise ValueError("--tile needs held-out good images to set the image threshold on: --holdout 0.1 or more")
+    scorer = calibrate_tiled(TiledScorer(detector, tiling, whole.holdout_images.shape[-2:]), whole.holdout_images,
+                             detector.contamination)
+    return tiling.describe(whole.holdout_images.shape[-2:]) | {"offset": scorer.offset_,
+                                                               "threshold_set_on": scorer.threshold_set_on_}

@@ -3,7 +3,8 @@ images of one trained model.
 
 An expert reads one view of an image (``views``: the model's ``embedding``, its ``local`` and last ``features``
 maps, and the model input as ``pixels``), turns it into the vectors it compares (``vectors``), learns from the
-anchors' vectors (``fit``) and scores (``forward``). ``anchor_scores`` gives each anchor's own score with itself
+anchors' vectors (``fit``) and scores (``forward``); a patch-level expert (``has_map``) also says where, as a
+map of per-position raw scores (``score_and_map``). ``anchor_scores`` gives each anchor's own score with itself
 left out, to normalise on when no held-out normal images are given. Experts are ``nn.Module``s holding their
 fitted state as buffers, so that one scoring graph runs them in torch and exports them to ONNX unchanged.
 """
@@ -40,6 +41,7 @@ class Expert(nn.Module):
     state_keys: tuple[str, ...] = ()  # the fitted buffers that a run saves
 
     max_batch = 1 << 30  # images per scoring batch its memory allows (the patch expert's bank sets one)
+    has_map = False  # scores positions of the image, not only the whole image (``score_and_map``)
 
     @classmethod
     def from_params(cls, **params) -> "Expert":
@@ -56,6 +58,15 @@ class Expert(nn.Module):
         raise NotImplementedError
 
     def anchor_scores(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_and_map(self, views: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(scores (N,), map (N, h, w) or None)``: the image scores and, for a patch-level expert, the raw score
+        of every position, from one pass (the image score is then the map's maximum)."""
+        return self(views), None
+
+    def anchor_maps(self) -> torch.Tensor:
+        """A patch-level expert's maps of the anchors, each image left out of its own search, ``(N, h, w)``."""
         raise NotImplementedError
 
     def fitted_state(self) -> dict[str, torch.Tensor]:

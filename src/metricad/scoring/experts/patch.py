@@ -26,6 +26,8 @@ def patch_maps(views) -> torch.Tensor:
     """``(N, C, H, W)``: the local map with the last one upsampled onto it, 3x3-averaged."""
     local, last = views["local"], views["features"]
     size = (int(local.shape[2]), int(local.shape[3]))  # Python ints: constant sizes in the ONNX graph
+    # align_corners=False whatever the backbone: the patches the issue-28 default was chosen with (the map's own
+    # upsampling to pixels is where cell alignment is corrected, scoring.maps.upsample)
     if tuple(last.shape[2:]) != size:
         last = F.interpolate(last, size=size, mode="bilinear", align_corners=False)
     maps = torch.cat([local, last], 1)
@@ -34,6 +36,7 @@ def patch_maps(views) -> torch.Tensor:
 
 @register_expert("patch")
 class PatchKnn(Expert):
+    has_map = True
     state_keys = ("bank", "grid")  # the bank, and the patch grid (H, W) of the model's input
 
     @classmethod
@@ -84,19 +87,27 @@ class PatchKnn(Expert):
         distances = knn_search(self.bank, queries, 1, self.bank_sq_norms)[0][:, 0]
         return distances.reshape(n, height, width)
 
-    def forward(self, views):
-        return self.anomaly_map(views).flatten(1).amax(1)
+    def score_and_map(self, views):
+        maps = self.anomaly_map(views)
+        return maps.flatten(1).amax(1), maps
 
-    def anchor_scores(self):
-        """Each anchor image's worst patch against the bank without that image's own patches."""
+    def forward(self, views):
+        return self.score_and_map(views)[0]
+
+    def anchor_maps(self):
+        """Each anchor image's patch distances to the bank without that image's own patches, ``(N, h, w)``."""
         if self._anchor_patches is None:
             raise ValueError("the patch expert's anchor scores exist only while it is fitted (hold out normal "
                              "images to normalise a reopened run)")
         height, width = (int(v) for v in self.grid)
-        scores = []
+        maps = []
         for image in range(int(self._owners.max()) + 1):
             queries = self._anchor_patches[image * height * width:(image + 1) * height * width]
             sq = (queries.pow(2).sum(1, keepdim=True) + self.bank_sq_norms - 2 * queries @ self.bank.T)
             sq = sq.masked_fill((self._bank_owners == image).unsqueeze(0), float("inf"))
-            scores.append(sq.min(1).values.clamp_min(0).sqrt().max())
-        return torch.stack(scores)
+            maps.append(sq.min(1).values.clamp_min(0).sqrt().reshape(height, width))
+        return torch.stack(maps)
+
+    def anchor_scores(self):
+        """Each anchor image's worst patch against the bank without that image's own patches."""
+        return self.anchor_maps().flatten(1).amax(1)

@@ -1,0 +1,90 @@
+"""``metricad score TARGET FILES --maps DIR``: each image's score and, beside it, where: its anomaly map at the
+file's own resolution (``<stem>_map.png``, 16-bit, or ``<stem>_map.tiff``, float32) and ``<stem>_overlay.png``
+(the map over the image, the defect mask outlined). Torch-free with a bundle. Files keep their folders under
+DIR (relative to the folder they all share), so ``test/crack/000.png`` and ``test/good/000.png`` do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metricad.localization import overlay, regions, to_size, write_map
+
+CHUNK = 32  # images decoded, scored and written at a time: memory stays flat over a folder of any size
+
+
+@dataclass
+class Located:
+    """One image scored with its map at the file's resolution."""
+
+    name: str
+    score: float
+    is_anomaly: bool
+    anomaly_map: np.ndarray  # (height, width) of the file
+    mask: np.ndarray  # bool, same shape
+
+    def regions(self) -> tuple[list[list[int]], int]:
+        return regions(self.mask)
+
+
+def check_map_scorer(scorer) -> None:
+    if not getattr(scorer, "has_map", False):
+        raise ValueError(f"score {scorer.score!r} has no anomaly map: only a patch-level expert (patch) locates "
+                         "defects; train the run with --score patch (the folder default, --preset inspection, has it)")
+
+
+def file_image(path, channels: int) -> np.ndarray:
+    """The file at its own resolution, grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 (for the overlay)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L" if channels == 1 else "RGB"), np.uint8)
+
+
+def locate(scorer, files: list[str], chunk: int = CHUNK):
+    """Yield a ``Located`` and the file's own image per file, ``chunk`` files per scoring call."""
+    from metricad.data.images import load_images
+
+    check_map_scorer(scorer)
+    channels, size = scorer.input_spec
+    for start in range(0, len(files), chunk):
+        names, images = load_images(files[start:start + chunk], size, channels)
+        scores, maps = scorer.score_with_maps(images)
+        flagged = scorer.predict_scores(scores).astype(bool)
+        for name, score, is_anomaly, small in zip(names, scores, flagged, maps):
+            original = file_image(name, channels)
+            full = to_size(small, original.shape[:2])
+            mask = scorer.predict_masks(np.array([score]), full[None])[0]
+            yield Located(name, float(score), bool(is_anomaly), full, mask), original
+
+
+def output_stems(files: list[str], out_dir: Path) -> dict[str, Path]:
+    """``{file: out_dir/<its folder relative to the files' common folder>/<stem>}``."""
+    parents = [os.path.dirname(os.path.abspath(f)) for f in files]
+    common = os.path.commonpath(parents) if parents else ""
+    return {f: out_dir / os.path.relpath(parent, common) / Path(f).stem for f, parent in zip(files, parents)}
+
+
+def write_maps(scorer, files: list[str], out_dir, fmt: str = "png"):
+    """Score ``files``, write each one's map and overlay under ``out_dir``; yield ``(Located, map path, overlay
+    path)`` per file as it is written."""
+    from PIL import Image
+
+    from metricad.files import atomic_write
+
+    if any(Path(f).suffix.lower() == ".npy" for f in files):
+        raise ValueError("--maps writes one map per image file: pass image files, not a .npy batch")
+    stems = output_stems(files, Path(out_dir))
+    for located, original in locate(scorer, files):
+        stem = stems[located.name]
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        map_path = write_map(stem.with_name(f"{stem.name}_map.{fmt}"), located.anomaly_map, scorer.pixel_offset_,
+                             fmt)
+        picture = Image.fromarray(overlay(original, located.anomaly_map, scorer.pixel_offset_, located.mask))
+        overlay_path = stem.with_name(f"{stem.name}_overlay.png")
+        atomic_write(overlay_path, lambda p: picture.save(p, format="PNG"))
+        yield located, map_path, overlay_path

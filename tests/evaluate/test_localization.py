@@ -1,0 +1,70 @@
+"""``metricad evaluate --mask-dir``: pixel AUROC, AUPRO and per-type AUROC as top-level keys of metrics.json,
+computed on the maps at each file's resolution (equal to ``pixel_metrics`` on them); a missing or mis-sized mask
+is an error naming the file; the report shows maps beside masks and the missed defects."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metricad.cli import main
+from metricad.data import load_images
+from metricad.evaluate.pixel_metrics import pixel_metrics
+from metricad.localization import to_size
+from metricad.run import open_run
+
+
+@pytest.fixture()
+def run_copy(patch_run, tmp_path):
+    run, data = patch_run
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run", data
+
+
+def test_evaluate_writes_the_pixel_metrics(run_copy, capsys):
+    run, data = run_copy
+    assert main(["evaluate", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(data / "masks")]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    out = capsys.readouterr().out
+    assert f"pixel AUC {metrics['pixel_auroc']:.4f}" in out and "AUC by type: spot" in out
+    detector = open_run(run, device="cpu").detector
+    files = sorted(str(p) for p in (data / "test").rglob("*.png"))
+    _, images = load_images(files, *reversed(detector.input_spec))
+    _, maps = detector.score_with_maps(images)
+    masks = [np.zeros((60, 80), bool) if "/good/" in f else
+             np.asarray(Image.open(f.replace("/test/", "/masks/").replace(".png", "_mask.png"))) > 0 for f in files]
+    expected, _ = pixel_metrics([to_size(m, (60, 80)) for m in maps], masks)
+    assert metrics["pixel_auroc"] == pytest.approx(expected["pixel_auroc"], abs=1e-6)
+    assert metrics["aupro"] == pytest.approx(expected["aupro"], abs=1e-6)
+    assert metrics["n_defect_regions"] == 5 and set(metrics["auc_by_type"]) == {"spot"}
+    # the spots found where they are, far above chance (0.5), though a 48x64 input has only a 6x8 patch grid
+    assert metrics["pixel_auroc"] > 0.8
+
+
+def test_a_missing_or_mis_sized_mask_is_named(run_copy, tmp_path, capsys):
+    run, data = run_copy
+    before = (run / "metrics.json").read_text() if (run / "metrics.json").exists() else None
+    masks = tmp_path / "masks"
+    shutil.copytree(data / "masks", masks)
+    (masks / "spot" / "002_mask.png").unlink()
+    assert main(["evaluate", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(masks)]) == 2
+    err = capsys.readouterr().err
+    assert f"{masks / 'spot' / '002.png'} or 002_mask.png" in err
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(masks / "spot" / "002.png")  # MVTec's other name, wrong size
+    assert main(["evaluate", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(masks)]) == 2
+    assert f"{masks / 'spot' / '002.png'}: mask is 40x30 pixels" in capsys.readouterr().err
+    after = (run / "metrics.json").read_text() if (run / "metrics.json").exists() else None
+    assert after == before  # nothing written for a failed evaluation
+
+
+def test_the_report_shows_maps_beside_masks(run_copy, tmp_path):
+    run, data = run_copy
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(data / "masks"),
+                 "--out", str(out)]) == 0
+    page = out.read_text()
+    for text in ("Where the defect is", "pixel ROC AUC", "AUPRO", "PRO curve", "true mask, predicted mask",
+                 "The missed defects", "<td>spot</td>"):
+        assert text in page
