@@ -101,3 +101,16 @@ def test_a_tiled_folder_run_scores_large_images_run_and_bundle_alike(tmp_path):
     np.testing.assert_allclose(bundle_scores, scores, atol=1e-4 * np.ptp(scores))
     assert np.abs(bundle_maps - maps).max() <= 1e-4 * np.ptp(maps)
     assert bundle.offset_ == pytest.approx(opened.scorer.offset_)
+
+
+def test_tiling_options_are_checked_before_training(tmp_path, capsys):
+    from metricad.cli import main
+
+    data = _line_scan_folders(tmp_path / "data", np.random.default_rng(1), n=4)
+    for extra, message in ((["--tile", "64", "--holdout", "0"], "fewer than two"),
+                           (["--tile", "128"], "smaller than one tile"),
+                           (["--tile", "64", "--tile-overlap", "64"], "--tile-overlap must be in [0, 64)")):
+        assert main(["train", "--out", str(tmp_path / "run"), "--normal-dir", str(data / "normal"),
+                     "--holdout", "0.5", *extra, "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()

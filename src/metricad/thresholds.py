@@ -24,6 +24,26 @@ def defect_masks(scores, maps, threshold: float, pixel_threshold: float) -> np.n
     return flagged & is_anomalous(maps, pixel_threshold)
 
 
+class Decisions:
+    """The decisions of a scorer holding ``offset_`` (and ``pixel_offset_`` for masks), from scores it computed:
+    what the torch-free bundle and the tiled scorer share (the detector decides with the same functions)."""
+
+    offset_: float
+    pixel_offset_: float | None = None
+
+    def predict_scores(self, scores) -> np.ndarray:
+        return is_anomalous(scores, self.offset_).astype(np.int64)
+
+    def predict(self, images) -> np.ndarray:
+        return self.predict_scores(self.score_samples(images))
+
+    def normalized_score(self, scores) -> np.ndarray:
+        return normalized_score(scores, self.offset_)
+
+    def predict_masks(self, scores, maps) -> np.ndarray:
+        return defect_masks(scores, maps, self.offset_, self.pixel_offset_)
+
+
 def normalized_score(scores, threshold: float) -> np.ndarray:
     """Scores mapped monotonically to (0, 1), 0.5 at the threshold: ``1 / (1 + exp(threshold - score))``. A
     score is a mean of z-scores, so one unit is one standard deviation of normal images."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metricad.thresholds import calibrated, defect_masks, is_anomalous, normalized_score
+from metricad.thresholds import Decisions, calibrated
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Tiling:
         return {"size": self.size, "overlap": self.overlap, "image_size": [int(v) for v in image_size]}
 
 
-class TiledScorer:
+class TiledScorer(Decisions):
     """A scorer of tiles (a run's detector, a bundle) as a scorer of whole images of ``image_size``: the
     ``metricad.deploy.scorer`` interface, with maps. Other attributes are the tile scorer's."""
 
@@ -77,7 +77,7 @@ class TiledScorer:
         self.offset_ = tile_scorer.offset_ if offset is None else float(offset)
         self.threshold_set_on_ = threshold_set_on
 
-    def __getattr__(self, name):  # model_id, score, pixel_offset_, has_map, describe, ...: the tile scorer's
+    def __getattr__(self, name):  # model_id, score, has_map, describe, ...: the tile scorer's
         return getattr(self.tile_scorer, name)
 
     def _tiles(self, images) -> tuple[list[np.ndarray], int]:
@@ -100,17 +100,9 @@ class TiledScorer:
             scores[i], maps[i] = tile_scores.max(), self.tiling.stitch(tile_maps, height, width)
         return scores, maps
 
-    def predict_scores(self, scores) -> np.ndarray:
-        return is_anomalous(scores, self.offset_).astype(np.int64)
-
-    def predict(self, images) -> np.ndarray:
-        return self.predict_scores(self.score_samples(images))
-
-    def normalized_score(self, scores) -> np.ndarray:
-        return normalized_score(scores, self.offset_)
-
-    def predict_masks(self, scores, maps) -> np.ndarray:
-        return defect_masks(scores, maps, self.offset_, self.tile_scorer.pixel_offset_)
+    @property
+    def pixel_offset_(self):  # the pixel threshold is the tile scorer's: a map value means the same in a tile
+        return self.tile_scorer.pixel_offset_
 
     def describe(self) -> dict:
         return self.tile_scorer.describe() | {"tiling": self.tiling.describe(self.input_spec[1]),

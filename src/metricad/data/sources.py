@@ -140,6 +140,9 @@ class ImageFolders:
             self.channels, self.image_size = self.channels or found_channels, self.image_size or found_size
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.tile is not None and round(self.holdout * len(list_images(self.normal_dir))) < 2:
+            raise ValueError(f"--tile sets the image threshold on held-out good images scored whole: --holdout "
+                             f"{self.holdout} keeps fewer than two of {self.normal_dir}'s images out")
         if self.tile is not None and min(self.image_size) < self.tile:
             raise ValueError(f"--tile {self.tile}: the images ({self.image_size[0]}x{self.image_size[1]}) are smaller "
                              "than one tile: tiling is for images larger than the model input")

@@ -20,7 +20,7 @@ import numpy as np
 
 from metricad.preprocessing import to_model_array
 from metricad.scoring.onnx_session import make_session
-from metricad.thresholds import defect_masks, is_anomalous, normalized_score
+from metricad.thresholds import Decisions
 
 # Bundle 2 (issue 27) holds the decision as a run does: "offset" (anomaly when score > offset) and
 # "threshold_set_on" (how it was set). Bundle 1 called the offset "threshold"; it is still read.
@@ -36,7 +36,7 @@ def bundle_metadata(facts: dict) -> dict[str, str]:
     return {PREFIX + key: value if isinstance(value, str) else json.dumps(value) for key, value in facts.items()}
 
 
-class Bundle:
+class Bundle(Decisions):
     """A model bundle ready to score: the ``metricad.deploy.scorer.Scorer`` interface without torch."""
 
     def __init__(self, path, threads: int | None = None, use_cuda: bool = False, batch_size: int = 512):
@@ -91,20 +91,9 @@ class Bundle:
                              "(patch) locates defects; export a run trained with --score patch")
         return tuple(self._run(images, ["score", "anomaly_map"]))
 
-    def predict_masks(self, scores, maps) -> np.ndarray:
-        return defect_masks(scores, maps, self.offset_, self.pixel_offset_)
 
     def score_samples(self, images) -> np.ndarray:
         return self.score_parts(images)[0]
-
-    def predict_scores(self, scores) -> np.ndarray:
-        return is_anomalous(scores, self.offset_).astype(np.int64)
-
-    def predict(self, images) -> np.ndarray:
-        return self.predict_scores(self.score_samples(images))
-
-    def normalized_score(self, scores) -> np.ndarray:
-        return normalized_score(scores, self.offset_)
 
     def tiled(self):
         """A bundle of a tiled run as a scorer of whole images (``metricad.tiling.TiledScorer``)."""

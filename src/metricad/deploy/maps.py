@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metricad.localization import overlay, regions, to_size, write_map
+from metricad.localization import overlay, to_size, write_map
 
 CHUNK = 32  # images decoded, scored and written at a time: memory stays flat over a folder of any size
 
@@ -26,9 +26,6 @@ class Located:
     is_anomaly: bool
     anomaly_map: np.ndarray  # (height, width) of the file
     mask: np.ndarray  # bool, same shape
-
-    def regions(self) -> tuple[list[list[int]], int]:
-        return regions(self.mask)
 
 
 def check_map_scorer(scorer) -> None:

@@ -231,13 +231,12 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
         """One image's map (16-bit PNG), defect mask or overlay at the file's resolution; the score in headers.
         Scored on its own, not in the micro-batch: a map request is one image and its picture."""
         name, data = file
-        channels, size = scorer.input_spec
+        channels = scorer.input_spec[0]
         try:
-            image = decode_image(data, size, channels, limits.max_pixels, name)
-            original = decode_image(data, None, channels, limits.max_pixels, name)
+            original = decode_image(data, None, channels, limits.max_pixels, name)  # once, at its own size
         except BadImage as exc:
             raise HTTPException(exc.status_code, str(exc)) from exc
-        png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, image, original, kind)
+        png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, original, kind)
         metrics.scored.labels(scorer.model_id).inc()
         metrics.flagged.labels(scorer.model_id).inc(int(flagged))
         return Response(png, media_type="image/png", headers={
@@ -249,17 +248,20 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
     return app
 
 
-def map_picture(scorer, image, original, kind: str) -> tuple[bytes, float, bool, int]:
-    """``(PNG bytes, score, flagged, defect pixels)`` of one image: its map at ``original``'s resolution as
-    ``kind`` asks (``MAP_KINDS``)."""
+def map_picture(scorer, original, kind: str) -> tuple[bytes, float, bool, int]:
+    """``(PNG bytes, score, flagged, defect pixels)`` of one decoded image (its own size): its map at that
+    resolution as ``kind`` asks (``MAP_KINDS``)."""
     import io
 
     import numpy as np
     from PIL import Image
 
+    from metricad.data.images import image_to_array
     from metricad.localization import map_png, mask_png, overlay, to_size
 
-    scores, maps = scorer.score_with_maps(image[None])
+    channels, size = scorer.input_spec
+    pillow = Image.fromarray(original if original.ndim == 2 else original.transpose(1, 2, 0))
+    scores, maps = scorer.score_with_maps(image_to_array(pillow, size, channels)[None])
     height, width = original.shape[-2:]
     full = to_size(maps[0], (height, width))
     mask = scorer.predict_masks(scores, full[None])[0]
