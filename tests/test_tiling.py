@@ -101,6 +101,10 @@ def test_a_tiled_folder_run_scores_large_images_run_and_bundle_alike(tmp_path):
     np.testing.assert_allclose(bundle_scores, scores, atol=1e-4 * np.ptp(scores))
     assert np.abs(bundle_maps - maps).max() <= 1e-4 * np.ptp(maps)
     assert bundle.offset_ == pytest.approx(opened.scorer.offset_)
+    # evaluated and reported whole: the tiled scorer stands in for the detector everywhere
+    assert main(["evaluate", str(run), "--test-dir", str(data / "test")]) == 0
+    assert main(["report", str(run), "--test-dir", str(data / "test"), "--out", str(tmp_path / "r.html")]) == 0
+    assert "Confusion matrix" in (tmp_path / "r.html").read_text()
 
 
 def test_tiling_options_are_checked_before_training(tmp_path, capsys):

@@ -111,7 +111,9 @@ def detector_state(detector) -> tuple[dict, dict]:
         tensors["holdout_images"] = torch.from_numpy(np.ascontiguousarray(detector.holdout_images_))
     facts = {"offset": detector.offset_, "threshold_set_on": detector.threshold_set_on_}
     if getattr(detector, "pixel_offset_", None) is not None:  # a patch-level expert: where a map says "defect"
-        facts |= {"pixel_offset": detector.pixel_offset_, "pixel_threshold_set_on": detector.pixel_threshold_set_on_}
+        facts |= {"pixel_offset": detector.pixel_offset_, "pixel_threshold_set_on": detector.pixel_threshold_set_on_,
+                  "map": {"sigma_fraction": detector.graph_.map_sigma_fraction,
+                          "aligned_cells": detector.graph_.aligned_cells}}
     if getattr(detector, "selection_", None):  # set by metricad.selection: what chose this score, on what
         facts["selection"] = detector.selection_
     return facts, tensors
@@ -138,7 +140,10 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     combiner = ZScoreMean(list(spec.one_sided) * len(models))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
     holdout = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
-    return Detector.from_fitted(prototype.get_params(), ScoringGraph.assemble(models, experts, spec, combiner),
+    graph = ScoringGraph.assemble(models, experts, spec, combiner)
+    if "map" in facts:  # the smoothing its pixel threshold was set with, whatever this version's default
+        graph.map_sigma_fraction = float(facts["map"]["sigma_fraction"])
+    return Detector.from_fitted(prototype.get_params(), graph,
                                 tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
                                 tensors["normal_parts"], offset=facts["offset"], threshold_set_on=facts["threshold_set_on"],
                                 selection=facts.get("selection"), pixel_offset=facts.get("pixel_offset"),

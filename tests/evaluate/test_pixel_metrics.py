@@ -37,6 +37,8 @@ def test_auroc_and_aupro_by_hand():
     # to FPR 0.1 only the 0.5 step counts: 0.05 / 0.1
     assert pixel_metrics(maps, masks, fpr_limit=0.1)[0]["aupro"] == pytest.approx(0.5)
     assert metrics["n_defect_regions"] == 2 and metrics["n_pixels"] == 8
+    binned, _ = pixel_metrics(maps, masks, exact_pixels=0)  # the histogram path: each value in a bin of its own
+    assert binned["pixel_auroc"] == pytest.approx(14 / 15) and binned["aupro"] == pytest.approx(0.2 / 0.3)
 
 
 def test_regions_are_four_connected_and_weigh_alike():
@@ -66,3 +68,19 @@ def test_mask_overlap():
     predicted = [np.array([[1, 1], [0, 0]], bool)]
     truth = [np.array([[1, 0], [1, 0]], bool)]
     assert mask_overlap(predicted, truth) == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "iou": 1 / 3}
+
+
+def test_the_binned_curves_of_large_sets_agree_with_the_exact_ones():
+    """Above EXACT_PIXELS the curves come from histograms at quantile thresholds: within 1e-3 of the exact."""
+    rng = np.random.default_rng(1)
+    masks = [np.zeros((64, 64), bool) for _ in range(12)]
+    for k, mask in enumerate(masks[:8]):
+        mask[5 + 3 * k:15 + 3 * k, 10:14 + 4 * k] = True
+        mask[50:52, 50:53] = k % 2 == 0  # small regions weigh as much as large ones
+    maps = [rng.normal(0, 1, (64, 64)) + 1.5 * m + rng.normal(0, 0.5) for m in masks]
+    exact, _ = pixel_metrics(maps, masks)
+    binned, curves = pixel_metrics(maps, masks, exact_pixels=0)
+    assert exact["exact"] and not binned["exact"] and binned["n_defect_regions"] == exact["n_defect_regions"] == 12
+    assert binned["pixel_auroc"] == pytest.approx(exact["pixel_auroc"], abs=1e-3)
+    assert binned["aupro"] == pytest.approx(exact["aupro"], abs=1e-3)
+    assert curves["fpr"][-1] == pytest.approx(1.0) and curves["pro"][-1] == pytest.approx(1.0)

@@ -101,3 +101,38 @@ def test_a_score_without_a_patch_expert_has_no_map(fitted):
     assert not knn.has_map and knn.pixel_offset_ is None
     with pytest.raises(ValueError, match="score 'knn' has no anomaly map"):
         knn.score_with_maps(test)
+
+
+def test_a_run_records_the_smoothing_its_pixel_threshold_was_set_with(fitted, tmp_path):
+    import json
+
+    from metricad.run import open_run, write_run
+
+    detector, _, test = fitted
+    run = write_run(tmp_path / "run", detector, {})
+    config = json.loads((run / "config.json").read_text())
+    assert config["detector"]["map"] == {"sigma_fraction": 8 / 320, "aligned_cells": True}
+    np.testing.assert_allclose(open_run(run).detector.score_with_maps(test)[1], detector.score_with_maps(test)[1],
+                               atol=1e-5)
+    config["detector"]["map"]["sigma_fraction"] = 0.05  # as a run of another version would have recorded it
+    (run / "config.json").write_text(json.dumps(config))
+    reopened = open_run(run).detector
+    assert reopened.graph_.map_sigma_fraction == 0.05
+    smoother = reopened.score_with_maps(test)[1]
+    assert smoother.std() < detector.score_with_maps(test)[1].std()  # its own smoothing, not this version's
+
+
+def test_a_patch_run_saved_before_maps_gets_its_pixel_threshold_when_opened(fitted, tmp_path):
+    import json
+
+    from metricad.run import open_run, write_run
+
+    detector, _, _ = fitted
+    run = write_run(tmp_path / "run", detector, {})
+    config = json.loads((run / "config.json").read_text())
+    for key in ("pixel_offset", "pixel_threshold_set_on", "map"):  # as issue 28 wrote a patch run
+        del config["detector"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    reopened = open_run(run).detector
+    assert reopened.pixel_offset_ == pytest.approx(detector.pixel_offset_, rel=1e-5)
+    assert reopened.pixel_threshold_set_on_["images"] == "held-out normal images"

@@ -159,6 +159,15 @@ F1 {at['f1']:.3f}, IoU {at['iou']:.3f}</td></tr></table>
 {figures}"""
 
 
+def _heatmaps(detector, images) -> np.ndarray:
+    """In [0, 1]: a patch-level score's own anomaly maps (0.5 at the pixel threshold), else ``explain``'s."""
+    if getattr(detector, "has_map", False):
+        from metricad.localization import normalized_map
+
+        return normalized_map(detector.score_with_maps(images)[1], detector.pixel_offset_)
+    return explain(detector, images).heatmaps
+
+
 def build_report(detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
                  details: dict | None = None, n_examples: int = 8, localization=None) -> tuple[str, dict]:
     """The HTML page and the metrics it shows; ``localization`` (``metricad.evaluate.localization.localize``'s
@@ -176,9 +185,8 @@ def build_report(detector, images: np.ndarray, is_anomaly: np.ndarray, title: st
     for indices, caption in ((most_anomalous, "The most anomalous test images (score; heat-map below)"),
                              (hardest, "The most normal-looking anomalies (missed first if below the threshold)")):
         if len(indices):
-            explanation = explain(detector, images[indices])
-            galleries.append((caption, _gallery(images[indices], explanation.heatmaps, scores[indices],
-                                                detector.predict_scores(scores[indices]))))
+            galleries.append((caption, _gallery(images[indices], _heatmaps(detector, images[indices]),
+                                                scores[indices], detector.predict_scores(scores[indices]))))
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in (details or {}).items())
     confusion = (f"<table class='cm'><tr><th></th><th>predicted normal</th><th>predicted anomaly</th></tr>"

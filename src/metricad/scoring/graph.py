@@ -16,7 +16,7 @@ from metricad.progress import progress
 
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.experts import Expert
-from metricad.scoring.maps import smooth
+from metricad.scoring.maps import MAP_SIGMA_FRACTION, smooth
 from metricad.scoring.spec import ScoreSpec
 
 
@@ -79,6 +79,8 @@ class ScoringGraph(nn.Module):
     def __init__(self, members: list[MemberScorer], combiner: ZScoreMean):
         super().__init__()
         self.members, self.combiner = nn.ModuleList(members), combiner
+        # the map's smoothing, a share of the input's shorter side; a run records it and reopens with its own
+        self.map_sigma_fraction = MAP_SIGMA_FRACTION
 
     @classmethod
     def assemble(cls, models: list[nn.Module], experts: list[dict[str, Expert]], spec: ScoreSpec,
@@ -111,7 +113,8 @@ class ScoringGraph(nn.Module):
         """``(N, H, W)``: each patch expert's raw map in its column's z-score units (as its image score counts in
         the combiner), averaged over experts and members, upsampled to ``size`` and smoothed."""
         z = [(raw - self.combiner.mean[column]) / self.combiner.std[column] for column, raw in raw_maps.items()]
-        return smooth(torch.stack(z).mean(0), size, self.aligned_cells)
+        sigma = self.map_sigma_fraction * min(int(size[0]), int(size[1]))
+        return smooth(torch.stack(z).mean(0), size, self.aligned_cells, sigma)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         parts, raw_maps, offset = [], {}, 0
