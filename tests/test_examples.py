@@ -17,7 +17,7 @@ def test_the_python_api_example_runs(fake_fashion_dir, tmp_path, capsys):
     spec.loader.exec_module(example)
     detector = example.main(data_dir=fake_fashion_dir, epochs=1, out=tmp_path / "run")
     out = capsys.readouterr().out
-    assert "k-NN alone" in out and "heat-maps (4, 28, 28)" in out
+    assert "k-NN alone" in out and "heat-maps (4, 28, 28)" in out and "anomaly maps (4, 28, 28)" in out
     # The AUC it prints is the returned detector's on the test images, and the run it wrote scores alike.
     from sklearn.metrics import roc_auc_score
 

@@ -34,6 +34,10 @@ def main(data_dir=None, limit=None, epochs=None, out="runs/api-example"):
 
     why = explain(detector, split.test_images[:4])  # heat-maps (N, H, W) and each image's nearest anchor
     print(f"heat-maps {why.heatmaps.shape}, nearest anchors {why.nearest_anchor.tolist()}")
+    patch = detector.with_score("patch")  # patch by patch against a bank of normal patches: a map per image
+    patch_scores, maps = patch.score_with_maps(split.test_images[:4])  # maps (N, H, W), z-units
+    masks = patch.predict_masks(patch_scores, maps)  # defect pixels: image and pixel thresholds both exceeded
+    print(f"anomaly maps {maps.shape}, defect pixels {masks.sum(axis=(1, 2)).tolist()}")
 
     write_run(out, detector, {"training": config.to_dict()})  # a run directory ...
     reopened = open_run(out).detector  # ... that scores the same after reopening

@@ -101,3 +101,16 @@ def test_a_score_without_a_patch_expert_is_refused_by_name(trained_run, tmp_path
     score = json.loads((trained_run / "config.json").read_text())["detector"]["score"]
     assert f"score {score!r} has no anomaly map" in capsys.readouterr().err
     assert not (tmp_path / "maps").exists()
+
+
+def test_the_ray_engine_writes_the_same_defect_boxes(patch_bundle, patch_run, tmp_path):
+    pytest.importorskip("ray")
+    import pyarrow.parquet as pq
+
+    _, data = patch_run
+    for engine in ("local", "ray"):
+        assert main(["score", str(patch_bundle), str(data / "test"), "--out", str(tmp_path / engine), "--boxes",
+                     "--engine", engine, "--chunk-size", "4"]) == 0
+    local, ray = (pq.read_table(tmp_path / e).to_pandas().sort_values("path") for e in ("local", "ray"))
+    assert list(local.path) == list(ray.path) and list(local.defect_area) == list(ray.defect_area)
+    assert [list(map(list, b)) for b in local.defect_boxes] == [list(map(list, b)) for b in ray.defect_boxes]

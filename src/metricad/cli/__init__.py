@@ -13,7 +13,7 @@ from metricad.data.fashion_mnist import DataNotFoundError
 
 EXTRAS = {"train": {"torch", "torchvision", "pytorch_metric_learning", "sklearn", "matplotlib", "tqdm", "onnx"},
           "serve": {"fastapi", "uvicorn", "starlette", "multipart", "prometheus_client"},
-          "batch": {"pyarrow"}, "ray": {"ray"}, "faiss": {"faiss"}}
+          "batch": {"pyarrow", "scipy"}, "ray": {"ray"}, "faiss": {"faiss"}}
 
 
 def _missing_extra(error: ModuleNotFoundError, command: str) -> str | None:
