@@ -42,7 +42,7 @@ def with_backbone(config, name: str | None, weights: str | None):
                              "its weights file, --backbone-weights FILE (nothing is downloaded)")
         name, kwargs = "timm", kwargs | {"arch": name}
     if name in PRETRAINED:
-        kwargs["weights"] = weights or ("imagenet" if name != "timm" else kwargs.get("weights"))
+        kwargs["weights"] = weights or ("imagenet" if name != "timm" else None)  # timm: --backbone-weights
     elif weights is not None:
         raise ValueError(f"--backbone-weights is for a pretrained backbone ({', '.join(PRETRAINED)} or a timm "
                          f"architecture), not {name}")
