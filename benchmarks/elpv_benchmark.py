@@ -34,6 +34,7 @@ from metricad.compare.baselines import PCAReconstruction, RawPixelKNN
 from metricad.data.folders import list_images, read_images
 from metricad.deploy.bundle import Bundle
 from metricad.evaluate.timing import time_scoring
+from result_rows import keep
 
 METRICAD = [sys.executable, "-m", "metricad"]
 
@@ -94,9 +95,7 @@ def main(argv=None) -> int:
                    "bundle_ms_b20": round(bundle_speed(run / "model.onnx", elpv, kind, 20), 2),
                    "input": config["models"][0]["kwargs"]["input_size"], "score": config["detector"]["score"],
                    "bank_size": config["detector"].get("bank_size")}
-            print(json.dumps(row), file=sys.stderr)
-            rows.append(row)
-            args.out.write_text(json.dumps(rows, indent=1))
+            keep(rows, row, args.out)
     return 0
 
 

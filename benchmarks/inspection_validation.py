@@ -31,6 +31,7 @@ from metricad.evaluate.timing import time_scoring
 from metricad.recipe import PRESETS
 from metricad.run import open_run
 from metricad.train.pipeline import train_run
+from result_rows import keep
 
 VAL_FRACTION, SPLIT_SEED = 0.2, 1
 BASE = PRESETS["inspection"]
@@ -105,10 +106,7 @@ def main(argv=None) -> int:
             for kind in args.types.split(","):
                 if (name, kind) in done:
                     continue
-                row = run_candidate(name, kind, args.elpv, Path(tmp))
-                print(json.dumps(row), file=sys.stderr)
-                rows.append(row)
-                args.out.write_text(json.dumps(rows, indent=1))
+                keep(rows, run_candidate(name, kind, args.elpv, Path(tmp)), args.out)
     return 0
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from metricad.cli import main as metricad
+from result_rows import keep
 
 
 def check(name: str, train_args: list[str], good_dir: Path, work: Path, real_test: Path | None = None) -> dict:
@@ -51,16 +52,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         for kind in ("mono", "poly"):
-            rows.append(check(f"elpv-{kind}", ["--normal-dir", str(args.elpv / kind / "train" / "good")],
-                              args.elpv / kind / "test" / "good", work, args.elpv / kind / "test"))
-            print(json.dumps(rows[-1]), flush=True)
+            keep(rows, check(f"elpv-{kind}", ["--normal-dir", str(args.elpv / kind / "train" / "good")],
+                             args.elpv / kind / "test" / "good", work, args.elpv / kind / "test"), args.out)
         fashion = work / "fashion"
         data = ["--data-dir", args.data_dir] if args.data_dir else []
         assert metricad(["export-dataset", "--out", str(fashion), *data]) == 0
-        rows.append(check("fashion-mnist-sneaker", ["--preset", "inspection", "--limit", str(args.fashion_limit),
-                                                    *data], fashion / "test" / "good", work))
-        print(json.dumps(rows[-1]), flush=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        keep(rows, check("fashion-mnist-sneaker", ["--preset", "inspection", "--limit", str(args.fashion_limit),
+                                                   *data], fashion / "test" / "good", work), args.out)
 
 
 if __name__ == "__main__":

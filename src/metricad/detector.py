@@ -272,17 +272,19 @@ class Detector(BaseEstimator):
 
             self.session_ = OnnxScorer(self.graph_, self.input_spec, use_cuda=self.device_.type == "cuda")
 
+    @property
+    def _scoring_batch(self) -> int:  # batch_size, fewer where the patch expert's distance matrix needs it
+        return min(self.batch_size, self.graph_.max_batch)
+
     def _run_torch(self, images, maps: bool = False) -> tuple[np.ndarray, ...]:
-        return self.graph_.score_batches(self.model_input(images), min(self.batch_size, self.graph_.max_batch),
-                                         self.device_, maps)
+        return self.graph_.score_batches(self.model_input(images), self._scoring_batch, self.device_, maps)
 
     def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (N,), parts (N, members * experts))``: the score and every expert's raw score."""
         self._check_fitted()
         if self.session_ is None:
             return self._run_torch(images)
-        batch = min(self.batch_size, self.graph_.max_batch)
-        return self.session_(to_model_array(images, *self.input_spec), batch)
+        return self.session_(to_model_array(images, *self.input_spec), self._scoring_batch)
 
     @property
     def has_map(self) -> bool:
@@ -299,8 +301,7 @@ class Detector(BaseEstimator):
         if self.session_ is None:
             scores, _, maps = self._run_torch(images, maps=True)
             return scores, maps
-        batch = min(self.batch_size, self.graph_.max_batch)
-        scores, _, maps = self.session_(to_model_array(images, *self.input_spec), batch, maps=True)
+        scores, _, maps = self.session_(to_model_array(images, *self.input_spec), self._scoring_batch, maps=True)
         return scores, maps
 
     def predict_masks(self, scores, maps) -> np.ndarray:

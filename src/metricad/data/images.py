@@ -37,18 +37,26 @@ def list_image_files(specs) -> list[str]:
     return paths
 
 
-def image_to_array(img, size: tuple[int, int], channels: int) -> np.ndarray:
-    """A PIL image as the model's uint8 input: grey ``(H, W)`` or RGB ``(3, H, W)``, resized to ``size``."""
+def image_to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """A PIL image as the model's uint8 input: grey ``(H, W)`` or RGB ``(3, H, W)``, resized to ``size`` (None:
+    kept at its own size)."""
     from PIL import Image
 
     img = img.convert("L" if channels == 1 else "RGB")
-    if img.size != (size[1], size[0]):
+    if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     array = np.asarray(img, dtype=np.uint8)
     return array if channels == 1 else array.transpose(2, 0, 1)
 
 
-def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+def resized(array: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An ``image_to_array`` result (e.g. a file at its own size) resized to ``size`` as the file would be."""
+    from PIL import Image
+
+    return image_to_array(Image.fromarray(array if array.ndim == 2 else array.transpose(1, 2, 0)), size, channels)
+
+
+def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     """One image file as ``image_to_array`` returns it; ``ValueError`` naming the file if it cannot be decoded."""
     from PIL import Image
 

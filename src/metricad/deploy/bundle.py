@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from metricad.preprocessing import to_model_array
-from metricad.scoring.onnx_session import make_session
+from metricad.scoring.onnx_session import make_session, run_batches
 from metricad.thresholds import Decisions
 
 # Bundle 2 (issue 27) holds the decision as a run does: "offset" (anomaly when score > offset) and
@@ -71,26 +71,18 @@ class Bundle(Decisions):
         pixel_offset = self.metadata.get("pixel_offset")
         self.pixel_offset_ = None if pixel_offset is None else float(pixel_offset)
 
-    def _run(self, images, names: list[str]) -> list[np.ndarray]:
-        x = to_model_array(images, *self.input_spec)
-        outputs = [self.session.run(names, {"images": x[i:i + self.batch_size]})
-                   for i in range(0, len(x), self.batch_size)]
-        if not outputs:
-            empty = {"score": np.empty(0, np.float32), "parts": np.empty((0, 0), np.float32),
-                     "anomaly_map": np.empty((0, *self.input_spec[1]), np.float32)}
-            return [empty[name] for name in names]
-        return [np.concatenate([o[j] for o in outputs]) for j in range(len(names))]
+    def _run(self, images, names: list[str]) -> tuple[np.ndarray, ...]:
+        return run_batches(self.session, to_model_array(images, *self.input_spec), names, self.batch_size)
 
     def score_parts(self, images) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(self._run(images, ["score", "parts"]))
+        return self._run(images, ["score", "parts"])
 
     def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (N,), anomaly maps (N, H, W))`` at the model input's resolution, as the run gives them."""
         if not self.has_map:
             raise ValueError(f"{self.path}: score {self.score!r} has no anomaly map: only a patch-level expert "
                              "(patch) locates defects; export a run trained with --score patch")
-        return tuple(self._run(images, ["score", "anomaly_map"]))
-
+        return self._run(images, ["score", "anomaly_map"])
 
     def score_samples(self, images) -> np.ndarray:
         return self.score_parts(images)[0]

@@ -34,26 +34,20 @@ def check_map_scorer(scorer) -> None:
                          "defects; train the run with --score patch (the folder default, --preset inspection, has it)")
 
 
-def file_image(path, channels: int) -> np.ndarray:
-    """The file at its own resolution, grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8 (for the overlay)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L" if channels == 1 else "RGB"), np.uint8)
-
-
 def locate(scorer, files: list[str], chunk: int = CHUNK):
-    """Yield a ``Located`` and the file's own image per file, ``chunk`` files per scoring call."""
-    from metricad.data.images import load_images
+    """Yield a ``Located`` and the file at its own size (grey ``(H, W)`` or RGB ``(H, W, 3)``, for the overlay)
+    per file, ``chunk`` files per scoring call; each file is decoded once."""
+    from metricad.data.images import read_image, resized
 
     check_map_scorer(scorer)
     channels, size = scorer.input_spec
     for start in range(0, len(files), chunk):
-        names, images = load_images(files[start:start + chunk], size, channels)
-        scores, maps = scorer.score_with_maps(images)
+        names = files[start:start + chunk]
+        originals = [read_image(Path(name), None, channels) for name in names]
+        scores, maps = scorer.score_with_maps(np.stack([resized(o, size, channels) for o in originals]))
         flagged = scorer.predict_scores(scores).astype(bool)
-        for name, score, is_anomaly, small in zip(names, scores, flagged, maps):
-            original = file_image(name, channels)
+        for name, original, score, is_anomaly, small in zip(names, originals, scores, flagged, maps):
+            original = original if original.ndim == 2 else original.transpose(1, 2, 0)
             full = to_size(small, original.shape[:2])
             mask = scorer.predict_masks(np.array([score]), full[None])[0]
             yield Located(name, float(score), bool(is_anomaly), full, mask), original

@@ -62,13 +62,19 @@ def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_
     return run, split, metrics, scores
 
 
-def _evaluate_with_masks(run, test_dir, mask_dir, skip_bad_files: bool):
+def run_localization(run, test_dir, mask_dir, skip_bad_files: bool = False):
+    """``metricad.evaluate.localization.localize`` of a run on ``test_dir`` with its masks, checked as any
+    evaluation is (images it has not seen)."""
     from metricad.evaluate.localization import localize
 
     if not test_dir:
         raise ValueError("--mask-dir holds the masks of --test-dir's defect images: pass --test-dir too")
     check_unseen(run, test_dir)
-    result = localize(run.scorer, test_dir, mask_dir, skip_bad_files)
+    return localize(run.scorer, test_dir, mask_dir, skip_bad_files)
+
+
+def _evaluate_with_masks(run, test_dir, mask_dir, skip_bad_files: bool):
+    result = run_localization(run, test_dir, mask_dir, skip_bad_files)
     metrics = result.metrics | {"test_images": str(test_dir)}
     run.update_metrics(metrics)
     return run, result, metrics, result.scores

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from metricad.evaluate.evaluation import evaluation_images
+from metricad.evaluate.evaluation import evaluation_images, run_localization
 from metricad.evaluate.image_metrics import evaluate
 from metricad.evaluate.explain import explain
 from metricad.files import write_text
@@ -231,19 +231,17 @@ def report_run(path, test_dir=None, out=None, data_dir=None, device=None, skip_b
     """Write a run's report on its test images (or ``test_dir``, with its true masks in ``mask_dir``) to ``out``
     (default RUN/report.html); returns the page's path and its metrics."""
     run = open_run(path, device=device)
-    localization = None
-    if mask_dir is not None:
-        from metricad.evaluate.localization import localize
-
-        if not test_dir:
-            raise ValueError("--mask-dir holds the masks of --test-dir's defect images: pass --test-dir too")
-        localization = localize(run.scorer, test_dir, mask_dir, skip_bad_files)
-    split, where = evaluation_images(run, test_dir, data_dir, skip_bad_files)
+    if mask_dir is not None:  # the test images as localize read them: not read again
+        localization = run_localization(run, test_dir, mask_dir, skip_bad_files)
+        images, is_anomaly, where = localization.images, localization.is_anomaly, str(test_dir)
+    else:
+        localization, (split, where) = None, evaluation_images(run, test_dir, data_dir, skip_bad_files)
+        images, is_anomaly = split.test_images, split.test_is_anomaly
     training = run.config.get("training", {})
     details = {"run": str(run.path), "model": run.config["models"][0]["name"],
                "training": ", ".join(f"{k} {training.get(k)}" for k in ("loss", "labels", "epochs", "ensemble")),
                "score": run.detector.score, "anchors": len(run.detector.anchor_indices_),
                "test set": where or test_dir}
-    page, metrics = build_report(run.scorer, split.test_images, split.test_is_anomaly,
-                                 f"metricad report: {run.path.name}", details, localization=localization)
+    page, metrics = build_report(run.scorer, images, is_anomaly, f"metricad report: {run.path.name}", details,
+                                 localization=localization)
     return write_text(Path(out) if out else Layout(run.path).report, page), metrics

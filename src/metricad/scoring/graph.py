@@ -30,7 +30,6 @@ class MemberScorer(nn.Module):
     def views(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         views = self.model.forward_views(x) if any(e.uses_model for e in self.experts.values()) else {}
         views["pixels"] = x
-        views["aligned_cells"] = getattr(self.model, "aligned_cells", False)  # scoring.maps.upsample reads it
         return views
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

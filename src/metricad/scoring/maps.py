@@ -34,8 +34,9 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], aligned: bool) -> torch.
     centred. ``aligned``: cell i is centred on input pixel ``stride * i``, as after convolutions padded
     symmetrically (a stride-2 3x3 convolution with padding 1 centres output j on input 2j; timm's and
     torchvision's networks); else on ``stride * i + (stride - 1) / 2``, as after un-padded 2x2 pooling, which is
-    ``interpolate``'s ``align_corners=False``. Measured on EfficientNet-Lite0 at 128 px: a defect centred on pixel
-    64 peaked at 76 the second way, at 64 the first."""
+    ``interpolate``'s ``align_corners=False``. Measured on EfficientNet-Lite0 at 128 px (sigma 4): a defect
+    centred on pixel 63.5 peaked at 76 with every upsampling of the patch path taken the second way, at 69 with
+    this one and the patch features' taken the first; only this one is (docs/decisions.md, 2026-12-02)."""
     size = (int(size[0]), int(size[1]))
     if tuple(maps.shape[2:]) == size:
         return maps

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from metricad.scoring.experts import KnnDistance
-from metricad.scoring.onnx_session import make_session
+from metricad.scoring.onnx_session import make_session, run_batches
 
 MAX_GRAPH_BYTES = 1 << 30  # the anchors become constants of the graph: stay well under protobuf's 2 GB limit
 
@@ -57,11 +57,4 @@ class OnnxScorer:
         self.session = make_session(export_graph(graph, input_spec), threads, use_cuda, spinning=True)
 
     def __call__(self, x: np.ndarray, batch_size: int, maps: bool = False) -> tuple[np.ndarray, ...]:
-        names = ["score", "parts"] + (["anomaly_map"] if maps else [])
-        outputs = [self.session.run(names, {"images": x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
-        if not outputs:
-            width = self.session.get_outputs()[1].shape[1]
-            empty = (np.empty(0, np.float32), np.empty((0, width if isinstance(width, int) else 0), np.float32),
-                     np.empty((0, *x.shape[2:]), np.float32))
-            return empty[:len(names)]
-        return tuple(np.concatenate([o[j] for o in outputs]) for j in range(len(names)))
+        return run_batches(self.session, x, ["score", "parts"] + (["anomaly_map"] if maps else []), batch_size)

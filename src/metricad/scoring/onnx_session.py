@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def make_session(onnx_model: bytes | str, threads: int | None = None, use_cuda: bool = False,
                  spinning: bool = True):
@@ -18,3 +20,14 @@ def make_session(onnx_model: bytes | str, threads: int | None = None, use_cuda: 
     use_cuda = use_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
     providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
     return ort.InferenceSession(onnx_model, options, providers=providers)
+
+
+def run_batches(session, x: np.ndarray, names: list[str], batch_size: int) -> tuple[np.ndarray, ...]:
+    """The outputs ``names`` of ``session`` on ``x``, ``batch_size`` images per call, concatenated; for no image,
+    empty arrays of the outputs' shapes (the batch axis 0)."""
+    outputs = [session.run(names, {"images": x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
+    if outputs:
+        return tuple(np.concatenate([o[j] for o in outputs]) for j in range(len(names)))
+    shapes = {output.name: output.shape for output in session.get_outputs()}
+    return tuple(np.empty((0, *(d if isinstance(d, int) else 0 for d in shapes[name][1:])), np.float32)
+                 for name in names)

@@ -256,12 +256,11 @@ def map_picture(scorer, original, kind: str) -> tuple[bytes, float, bool, int]:
     import numpy as np
     from PIL import Image
 
-    from metricad.data.images import image_to_array
+    from metricad.data.images import resized
     from metricad.localization import map_png, mask_png, overlay, to_size
 
     channels, size = scorer.input_spec
-    pillow = Image.fromarray(original if original.ndim == 2 else original.transpose(1, 2, 0))
-    scores, maps = scorer.score_with_maps(image_to_array(pillow, size, channels)[None])
+    scores, maps = scorer.score_with_maps(resized(original, size, channels)[None])
     height, width = original.shape[-2:]
     full = to_size(maps[0], (height, width))
     mask = scorer.predict_masks(scores, full[None])[0]

@@ -43,7 +43,7 @@ def decode_image(data: bytes, size: tuple[int, int] | None, channels: int, max_p
                 if width * height > max_pixels:
                     raise ImageTooLarge(f"{name}: {width}x{height} pixels is more than the limit of {max_pixels}")
                 img.load()
-                return image_to_array(img, size or (height, width), channels)
+                return image_to_array(img, size, channels)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
