@@ -31,7 +31,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from metricad.compare.baselines import PCAReconstruction, RawPixelKNN
-from metricad.data.folders import list_images, read_images
+from metricad.data.folders import read_images
+from metricad.data.images import list_image_files
 from metricad.deploy.bundle import Bundle
 from metricad.evaluate.timing import time_scoring
 from result_rows import keep
@@ -52,7 +53,7 @@ def _peak_child_mb() -> float:
 
 def baselines(elpv: Path, kind: str) -> dict[str, float]:
     def load(part):
-        return read_images(list_images(elpv / kind / part), (64, 64), 1)[0]
+        return read_images(list_image_files([elpv / kind / part]), (64, 64), 1)[0]
 
     train, good, bad = load("train/good"), load("test/good"), load("test/defect")
     truth = np.r_[np.zeros(len(good)), np.ones(len(bad))]
@@ -64,7 +65,7 @@ def baselines(elpv: Path, kind: str) -> dict[str, float]:
 def bundle_speed(bundle: Path, elpv: Path, kind: str, batch: int) -> float:
     scorer = Bundle(bundle)
     channels, size = scorer.input_spec
-    images = read_images(list_images(elpv / kind / "test" / "good")[:40], size, channels)[0]
+    images = read_images(list_image_files([elpv / kind / "test" / "good"])[:40], size, channels)[0]
     return statistics.median(1000 * time_scoring(scorer, images, batch)[1] / len(images) for _ in range(3))
 
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
             metrics = json.loads((run / "metrics.json").read_text())
             _run(["export", str(run), "--out", str(run / "model.onnx")])
             config = json.loads((run / "config.json").read_text())
-            row = {"type": kind, "train_images": len(list_images(elpv / kind / "train" / "good")),
+            row = {"type": kind, "train_images": len(list_image_files([elpv / kind / "train" / "good"])),
                    "metricad": round(metrics["auc"], 4), **baselines(elpv, kind),
                    "train_seconds": round(train_seconds, 1), "peak_memory_mb_so_far": round(peak),
                    "bundle_ms_b1": round(bundle_speed(run / "model.onnx", elpv, kind, 1), 2),

@@ -23,7 +23,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from metricad.data.defects import DEFECTS
-from metricad.data.folders import list_images, read_images
+from metricad.data.folders import read_images
+from metricad.data.images import list_image_files
 from metricad.data.sources import ImageFolders
 from metricad.deploy.bundle import Bundle
 from metricad.deploy.export import export_run
@@ -63,7 +64,7 @@ def resized(images: np.ndarray, size: int) -> np.ndarray:
 
 def run_candidate(name: str, kind: str, elpv: Path, work: Path) -> dict:
     config, detector_params, size = CANDIDATES[name]
-    paths = list_images(elpv / kind / "train" / "good")
+    paths = [Path(p) for p in list_image_files([elpv / kind / "train" / "good"])]
     order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
     n_val = int(round(VAL_FRACTION * len(paths)))
     fit_dir = work / f"{kind}-fit"
@@ -81,8 +82,8 @@ def run_candidate(name: str, kind: str, elpv: Path, work: Path) -> dict:
     detector = open_run(out).detector
     val_scores = detector.score_samples(np.concatenate([val_good, val_bad]))
     val_auc = roc_auc_score(np.r_[np.zeros(len(val_good)), np.ones(len(val_bad))], val_scores)
-    test_good = read_images(list_images(elpv / kind / "test" / "good"), (size, size), 1)[0]
-    test_bad = read_images(list_images(elpv / kind / "test" / "defect"), (size, size), 1)[0]
+    test_good = read_images(list_image_files([elpv / kind / "test" / "good"]), (size, size), 1)[0]
+    test_bad = read_images(list_image_files([elpv / kind / "test" / "defect"]), (size, size), 1)[0]
     test_auc = roc_auc_score(np.r_[np.zeros(len(test_good)), np.ones(len(test_bad))],
                              detector.score_samples(np.concatenate([test_good, test_bad])))
     export_run(out, work / f"{name}-{kind}.onnx")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from metricad.data.defect_folders import write_defect_test_set
-from metricad.data.folders import list_images, read_labelled_dir
+from metricad.data.folders import read_labelled_dir
+from metricad.data.images import list_image_files
 from metricad.data.masks import mask_path, read_mask
 from metricad.data.sources import ImageFolders
 from metricad.evaluate.pixel_metrics import pixel_metrics
@@ -35,7 +36,7 @@ SIGMAS = (2.0, 4.0, 8.0)
 
 def split(kind: str, elpv: Path, work: Path) -> tuple[Path, Path]:
     """The 80 % training cells (a folder of links) and the validation set made from the other 20 %."""
-    paths = list_images(elpv / kind / "train" / "good")
+    paths = [Path(p) for p in list_image_files([elpv / kind / "train" / "good"])]
     order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
     n_val = int(round(VAL_FRACTION * len(paths)))
     fit, val_good, val = work / f"{kind}-fit", work / f"{kind}-val-good", work / f"{kind}-val"
@@ -70,7 +71,7 @@ def run_kind(kind: str, elpv: Path, work: Path) -> list[dict]:
     raw = torch.cat([raw_z_maps(detector, test.images[i:i + 32]) for i in range(0, len(test.images), 32)])
     rows = []
     for sigma in SIGMAS:
-        maps = smooth(raw, size, detector.graph_.aligned_cells, sigma).numpy()
+        maps = smooth(raw, size, detector.graph_.map_smoothing.aligned_cells, sigma).numpy()
         metrics, _ = pixel_metrics([to_size(m, mask.shape) for m, mask in zip(maps, masks)], masks)
         rows.append({"kind": kind, "sigma": sigma, "pixel_auroc": metrics["pixel_auroc"], "aupro": metrics["aupro"],
                      "n_val_images": len(masks), "protocol": "no anomaly seen (synthetic defects on training cells)"})

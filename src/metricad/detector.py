@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from sklearn.base import BaseEstimator
 
+from metricad.localization import require_map
 from metricad.preprocessing import to_model_array, to_model_input
 from metricad.recipe import ANCHOR_SAMPLINGS, PRESETS, RUNTIMES
 from metricad.scoring.experts import MAP_DIM, build_expert
@@ -50,6 +51,9 @@ class Detector(BaseEstimator):
         model's embeddings, PatchCore's: fewer anchors that still cover the normal images).
     contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
         ``1 - contamination`` quantile of the normal images' scores (held-out ones, else the anchors' leave-one-out).
+    pixel_contamination : the share of a normal image's map above the pixel threshold ``pixel_offset_`` (the
+        ``1 - pixel_contamination`` quantile of normal map values); apart from ``contamination``, so that flagging
+        more images does not also widen every defect mask.
     random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
     fmap_dim : the feature-map expert's projected dimension.
     bank_size : the patch expert's memory bank: at most this many normal patches (a greedy k-center coreset).
@@ -62,7 +66,7 @@ class Detector(BaseEstimator):
     def __init__(self, model, score: str = PRESETS["default"].score, k: int = 1, n_anchors: int | None = None,
                  anchor_sampling: str = "first", contamination: float = 0.01, random_state: int = 0,
                  fmap_dim: int = MAP_DIM, index: str = "exact", runtime: str = "torch", batch_size: int = 512,
-                 device=None, bank_size: int = BANK_SIZE):
+                 device=None, bank_size: int = BANK_SIZE, pixel_contamination: float = 0.01):
         self.model = model
         self.score = score
         self.k = k
@@ -76,6 +80,7 @@ class Detector(BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.bank_size = bank_size
+        self.pixel_contamination = pixel_contamination
 
     # ---- learning -------------------------------------------------------------------------------------------
     @property
@@ -88,20 +93,18 @@ class Detector(BaseEstimator):
         return {"k": self.k, "fmap_dim": self.fmap_dim, "seed": self.random_state, "index": self.index,
                 "bank_size": self.bank_size}
 
-    @property
-    def score_spec(self) -> ScoreSpec:
-        return ScoreSpec.parse(self.score)
-
     def _check_params(self, n_images: int) -> None:
-        spec = self.score_spec
+        """Check the parameters, and parse the score once: ``score_spec_`` (what every later step reads)."""
+        self.score_spec_ = spec = ScoreSpec.parse(self.score)
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         if self.anchor_sampling not in ANCHOR_SAMPLINGS:
             raise ValueError(f"anchor_sampling must be 'first', 'random' or 'coreset', got {self.anchor_sampling!r}")
         if self.n_anchors is not None and not 1 <= self.n_anchors <= n_images:
             raise ValueError(f"n_anchors must be between 1 and the {n_images} normal images, got {self.n_anchors}")
-        if not 0.0 < self.contamination < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {self.contamination}")
+        for name in ("contamination", "pixel_contamination"):
+            if not 0.0 < getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be in (0, 0.5), got {getattr(self, name)}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.runtime == "onnx" and self.index != "exact":
@@ -138,7 +141,7 @@ class Detector(BaseEstimator):
         self.device_ = torch.device(self.device) if self.device is not None else default_device()
         self.normal_images_ = normal_images
         self.anchor_indices_ = self.select_anchors(normal_images)
-        spec = self.score_spec
+        spec = self.score_spec_
         x = self.model_input(normal_images[self.anchor_indices_])
         batch = max(1, min(self.batch_size, FIT_BATCH_PIXELS // int(x.shape[2] * x.shape[3])))
         fitted = [fit_experts(model, {key: build_expert(key, **self.expert_params) for key in spec.keys}, x, batch,
@@ -175,7 +178,7 @@ class Detector(BaseEstimator):
             self.threshold_set_on_ = {"mode": "leave-one-out", "contamination": self.contamination}
 
     def _set_pixel_threshold(self) -> None:
-        """``pixel_offset_``: the ``1 - contamination`` quantile of normal map values (held-out images, else the
+        """``pixel_offset_``: the ``1 - pixel_contamination`` quantile of normal map values (held-out images, else the
         anchors left out of their own search; every 2nd row, column): masks are gated by the image decision, so
         it bounds the marked share of a normal area, not normal maxima (docs/decisions.md). None without maps."""
         self.pixel_offset_ = self.pixel_threshold_set_on_ = None
@@ -191,8 +194,8 @@ class Detector(BaseEstimator):
                 values = self.graph_.anchor_map_values(self.input_spec[1]).cpu().numpy()
                 images = "anchors, each left out of its own search"
         self.pixel_offset_ = threshold_for(values, np.zeros(len(values)), "contamination",
-                                           contamination=self.contamination)
-        self.pixel_threshold_set_on_ = {"mode": "contamination", "contamination": self.contamination,
+                                           contamination=self.pixel_contamination)
+        self.pixel_threshold_set_on_ = {"mode": "contamination", "contamination": self.pixel_contamination,
                                         "statistic": "map values (every 2nd row, column)",
                                         "n_pixels": int(len(values)), "images": images}
 
@@ -246,7 +249,8 @@ class Detector(BaseEstimator):
         columns = spec.columns(fitted, len(members))
         graph = ScoringGraph.assemble([member.model for member in members],
                                       [dict(member.experts) for member in members], spec,
-                                      self.graph_.combiner.subset(columns, list(spec.one_sided) * len(members)))
+                                      self.graph_.combiner.subset(columns, list(spec.one_sided) * len(members)),
+                                      self.graph_.map_smoothing)
         return type(self).from_fitted(self.get_params() | {"score": score}, graph, self.normal_images_,
                                       self.anchor_indices_, self.holdout_images_, self.normal_parts_[:, columns])
 
@@ -295,9 +299,7 @@ class Detector(BaseEstimator):
         """``(scores (N,), anomaly maps (N, H, W))`` at the model input's resolution, from one pass: each position's
         patch-expert z-score, smoothed (``metricad.scoring.maps``). A score with no patch-level expert has none."""
         self._check_fitted()
-        if not self.graph_.has_map:
-            raise ValueError(f"score {self.score!r} has no anomaly map: only a patch-level expert (patch) locates "
-                             "defects; train or open the run with --score patch")
+        require_map(self)
         if self.session_ is None:
             scores, _, maps = self._run_torch(images, maps=True)
             return scores, maps

@@ -26,6 +26,12 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def launch_rank() -> int:
+    """The rank ``torchrun`` gave this process (0 without it): known before the process group is joined and after
+    it is left, e.g. to print one line for the whole job."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def world() -> int:
     return dist.get_world_size() if is_distributed() else 1
 

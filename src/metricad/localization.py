@@ -18,6 +18,27 @@ MAP_FORMATS = ("png", "tiff")
 _RAMP = np.array([[0, 0, 128], [0, 96, 255], [0, 224, 224], [255, 230, 0], [255, 64, 0], [160, 0, 0]], np.float32)
 
 
+def no_map_error(score: str, where: str = "") -> ValueError:
+    """The one answer to a request for a map from a score that has none (``where``: what asked, e.g. a file)."""
+    return ValueError(f"{where}score {score!r} has no anomaly map: only a patch-level expert (patch) locates "
+                      "defects; train the run with --score patch (the folder default, --preset inspection, has it)")
+
+
+def require_map(scorer, where: str = "") -> None:
+    """Refuse, by ``no_map_error``, a scorer (a detector, run, bundle or tiled scorer) without anomaly maps."""
+    if not getattr(scorer, "has_map", False):
+        raise no_map_error(scorer.score, where)
+
+
+def at_file_size(scorer, score: float, anomaly_map: np.ndarray, size: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(map, defect mask)`` of one image at its file's resolution ``size``: its map (model input resolution)
+    resized there, and the mask the scorer's image and pixel thresholds give it there. The one way a map is
+    brought to a file, for map files, Parquet boxes, the service and the evaluation against true masks."""
+    full = to_size(anomaly_map, size)
+    return full, scorer.predict_masks(np.array([score]), full[None])[0]
+
+
 def to_size(anomaly_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``anomaly_map`` ``(H, W)`` resized bilinearly to ``size`` ``(height, width)``, as the image was resized to
     the model's input (``metricad.data.images.image_to_array``), float32."""

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -31,7 +31,7 @@ RUN_FORMAT = 3
 READABLE_FORMATS = (2, 3)
 # Detector parameters a run records and reopens with (runtime, batch size and device are the caller's choice).
 FIT_PARAMS = ("score", "k", "n_anchors", "anchor_sampling", "contamination", "random_state", "fmap_dim", "index",
-              "bank_size")
+              "bank_size", "pixel_contamination")
 
 
 def partial_dir(out: Path) -> Path:
@@ -71,17 +71,13 @@ def read_config(directory: Path) -> dict:
 
 
 def _build_models(config: dict, directory: Path) -> list:
-    from metricad.models import create_model
+    from metricad.models import rebuild
 
     weights = Layout(directory).weights
     state = _load_tensors(weights)
     models = []
     for i, recipe in enumerate(config["models"]):
-        kwargs = dict(recipe.get("kwargs", {}))
-        if "weights" in kwargs:  # where its pretrained weights came from: the run's own trained ones replace them
-            kwargs["weights"] = None
-        model = create_model(recipe["name"], **kwargs)
-        model.metricad_config = dict(recipe)
+        model = rebuild(recipe)  # the run's own weights replace a pretrained backbone's starting ones
         prefix = f"member{i}."
         try:
             model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
@@ -112,8 +108,7 @@ def detector_state(detector) -> tuple[dict, dict]:
     facts = {"offset": detector.offset_, "threshold_set_on": detector.threshold_set_on_}
     if getattr(detector, "pixel_offset_", None) is not None:  # a patch-level expert: where a map says "defect"
         facts |= {"pixel_offset": detector.pixel_offset_, "pixel_threshold_set_on": detector.pixel_threshold_set_on_,
-                  "map": {"sigma_fraction": detector.graph_.map_sigma_fraction,
-                          "aligned_cells": detector.graph_.aligned_cells}}
+                  "map": asdict(detector.graph_.map_smoothing)}
     if getattr(detector, "selection_", None):  # set by metricad.selection: what chose this score, on what
         facts["selection"] = detector.selection_
     return facts, tensors
@@ -125,10 +120,11 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     from metricad.scoring.combine import ZScoreMean
     from metricad.scoring.experts import build_expert
     from metricad.scoring.graph import ScoringGraph
-    from metricad.scoring.spec import ScoreSpec
+    from metricad.scoring.maps import MapSmoothing
 
     prototype = Detector(**params)  # the parameters with the defaults a saved config may leave out
-    spec, models = ScoreSpec.parse(prototype.score), prototype.models
+    prototype._check_params(len(tensors["normal_images"]))
+    spec, models = prototype.score_spec_, prototype.models
     experts = []
     for m in range(len(models)):
         fitted = {}
@@ -140,9 +136,10 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     combiner = ZScoreMean(list(spec.one_sided) * len(models))
     combiner.mean, combiner.std = tensors["combiner.mean"], tensors["combiner.std"]
     holdout = tensors["holdout_images"].numpy() if "holdout_images" in tensors else None
-    graph = ScoringGraph.assemble(models, experts, spec, combiner)
-    if "map" in facts:  # the smoothing its pixel threshold was set with, whatever this version's default
-        graph.map_sigma_fraction = float(facts["map"]["sigma_fraction"])
+    # the smoothing its pixel threshold was set with, whatever this version's default
+    smoothing = MapSmoothing(float(facts["map"]["sigma_fraction"]), bool(facts["map"]["aligned_cells"])) if (
+        "map" in facts) else None
+    graph = ScoringGraph.assemble(models, experts, spec, combiner, smoothing)
     return Detector.from_fitted(prototype.get_params(), graph,
                                 tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
                                 tensors["normal_parts"], offset=facts["offset"], threshold_set_on=facts["threshold_set_on"],
@@ -232,20 +229,29 @@ def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
     return Run(path, config, detector)
 
 
+def model_recipe(model) -> dict:
+    """What a run saves to build ``model`` again: its own ``recipe()`` (a registered ``metricad.models`` model)."""
+    if not callable(getattr(model, "recipe", None)):
+        raise ValueError(f"a {type(model).__name__} can be fitted and scored but not saved in a run: it does not "
+                         "describe itself; subclass metricad.models.base.EmbeddingModel and register it with "
+                         "metricad.models.register_model")
+    return model.recipe()
+
+
 def write_run(directory: Path, detector, facts: dict) -> Path:
     """Write a fitted detector and its models into ``directory`` (each file atomically); ``facts`` (data split,
     recipe, timings, selection) go into ``config.json`` beside what the detector itself records."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     detector._check_fitted()
+    recipes = [model_recipe(model) for model in detector.models]  # refused before anything is written
     detector_facts, tensors = detector_state(detector)
     weights = {f"member{i}.{k}": v.detach().cpu().contiguous()
                for i, model in enumerate(detector.models) for k, v in model.state_dict().items()}
     params = detector.get_params()
     layout = Layout(directory)
     config = {"format": RUN_FORMAT, "metricad_version": metricad.__version__, **facts,
-              "models": [model.metricad_config for model in detector.models],
-              "detector": {k: params[k] for k in FIT_PARAMS} | detector_facts}
+              "models": recipes, "detector": {k: params[k] for k in FIT_PARAMS} | detector_facts}
+    directory.mkdir(parents=True, exist_ok=True)
     atomic_write(layout.weights, lambda p: save_file(weights, p))
     atomic_write(layout.detector, lambda p: save_file(tensors, p))
     write_json(layout.config, config)

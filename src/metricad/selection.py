@@ -18,6 +18,7 @@ from metricad.scoring.spec import EXPERT_NAMES, ScoreSpec
 CANDIDATES = ("knn+fmap+excess-margin", "knn", "fmap", "margin", "pca", "knn+fmap", "knn+excess-margin",
               "knn+fmap+excess-margin+pca")
 UNION = "knn+fmap+margin+pca"  # every expert the candidates read, fitted once
+_SPECS = {text: ScoreSpec.parse(text) for text in (*CANDIDATES, UNION)}  # parsed once
 
 
 def _with_centres(models) -> bool:
@@ -26,14 +27,14 @@ def _with_centres(models) -> bool:
 
 def candidates_for(models) -> tuple[str, ...]:
     """The candidates these models can score (the margin experts need class centres)."""
-    return tuple(c for c in CANDIDATES if _with_centres(models) or not ScoreSpec.parse(c).needs_centres)
+    return tuple(c for c in CANDIDATES if _with_centres(models) or not _SPECS[c].needs_centres)
 
 
 def union_for(models) -> str:
     """Every expert the candidates for these models read."""
     if _with_centres(models):
         return UNION
-    return "+".join(name for name in ScoreSpec.parse(UNION).names if not EXPERT_NAMES[name].needs_centres)
+    return "+".join(name for name in _SPECS[UNION].names if not EXPERT_NAMES[name].needs_centres)
 
 
 def select(union, images, is_anomaly, candidates=None) -> tuple[object, dict]:

@@ -9,6 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 THRESHOLD_MODES = ("contamination", "fpr", "f1")
+# How a run's image threshold is set when nothing else is said: the 99th percentile of held-out normal scores.
+DEFAULT_THRESHOLD = {"mode": "contamination", "contamination": 0.01, "target_fpr": 0.01}
+
+
+def threshold_request(mode: str | None = None, contamination: float | None = None,
+                      target_fpr: float | None = None) -> dict:
+    """The threshold a run is asked for, ``DEFAULT_THRESHOLD`` where a value is not given, each value checked
+    (a clear error naming the option, before anything is trained)."""
+    given = {"mode": mode, "contamination": contamination, "target_fpr": target_fpr}
+    request = DEFAULT_THRESHOLD | {key: value for key, value in given.items() if value is not None}
+    if request["mode"] not in THRESHOLD_MODES:
+        raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {request['mode']!r}")
+    if not 0.0 < request["contamination"] < 0.5:
+        raise ValueError(f"--contamination must be in (0, 0.5), got {request['contamination']}")
+    if not 0.0 <= request["target_fpr"] < 1.0:
+        raise ValueError(f"--target-fpr must be in [0, 1), got {request['target_fpr']}")
+    return request
 
 
 def is_anomalous(scores, threshold: float) -> np.ndarray:

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from metricad import Detector
 from metricad.cli import main
-from metricad.data.folders import infer_input_spec, list_images, read_images
+from metricad.data.folders import infer_input_spec, read_images
+from metricad.data.images import list_image_files
 from metricad.run import open_run
 
 # The reference-class recipe on folders (the folder default is the pretrained inspection preset: below).
@@ -68,7 +69,7 @@ def _raw_pixel_1nn_auc(root) -> float:
     from sklearn.metrics import roc_auc_score
 
     def flat(folder):
-        return read_images(list_images(folder), (20, 24), 1)[0].reshape(-1, 480).astype(float)
+        return read_images(list_image_files([folder]), (20, 24), 1)[0].reshape(-1, 480).astype(float)
 
     normal, good, blob = flat(root / "normal"), flat(root / "test" / "good"), flat(root / "test" / "blob")
     queries = np.concatenate([good, blob])
@@ -79,7 +80,7 @@ def _raw_pixel_1nn_auc(root) -> float:
 def test_folder_run_end_to_end_with_thresholds(tmp_path):
     # Faint defects (6 grey levels on noise of 40): raw pixels do not separate them, a trained model must.
     root = make_folders(tmp_path / "data", np.random.default_rng(0), defect=6)
-    assert infer_input_spec(list_images(root / "normal")) == (1, (20, 24))
+    assert infer_input_spec(list_image_files([root / "normal"])) == (1, (20, 24))
     base = ["train", "--normal-dir", str(root / "normal"), "--reference-dir", str(root / "reference"), *TRAIN,
             "--batch-size", "16"]
     run = tmp_path / "run"
@@ -103,7 +104,7 @@ def test_folder_run_end_to_end_with_thresholds(tmp_path):
         # count (README, "Repeatable results"); one of the 400 pairs is 0.0025 of AUC.
         assert metrics["auc"] > 0.785 and _raw_pixel_1nn_auc(root) < 0.75
         detector = open_run(out).detector  # on the images it was set on, the threshold does what it promises
-        val = read_images(list_images(root / "val" / "good"), (20, 24), 1)[0]
+        val = read_images(list_image_files([root / "val" / "good"]), (20, 24), 1)[0]
         if mode == "fpr":
             assert detector.predict(val).mean() <= 0.01
 
@@ -151,8 +152,8 @@ def test_bad_files_are_named_or_skipped(tmp_path, capsys):
 
 def test_rgb_images_and_explicit_input_spec(tmp_path):
     root = make_folders(tmp_path / "data", np.random.default_rng(2), n=40, size=(100, 80), mode="RGB")
-    assert infer_input_spec(list_images(root / "normal")) == (3, (64, 51))  # longer side scaled to 64
-    images, kept, skipped = read_images(list_images(root / "normal")[:3], (32, 32), 3)
+    assert infer_input_spec(list_image_files([root / "normal"])) == (3, (64, 51))  # longer side scaled to 64
+    images, kept, skipped = read_images(list_image_files([root / "normal"])[:3], (32, 32), 3)
     assert images.shape == (3, 3, 32, 32) and len(kept) == 3 and not skipped
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--normal-dir", str(root / "normal"), "--reference-dir",

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from metricad.cli import main
-from metricad.data.folders import list_images, read_images
+from metricad.data.folders import read_images
+from metricad.data.images import list_image_files
 from metricad.run import open_run
 from tests.data.test_folders import make_folders
 from tests.serve.helpers import PRELUDE, free_port, light, start_service
@@ -24,12 +25,18 @@ from tests.serve.helpers import PRELUDE, free_port, light, start_service
 TRAIN = ["--preset", "default", "--epochs", "2", "--batch-size", "16", "--device", "cpu"]
 
 
-def assert_same_scores(actual, expected):
-    """Equal to float32 precision. The two runtimes sum in other orders: a near-zero k-NN distance (a normal image
-    beside its anchor) then differs by ~1e-5, which the z-scoring divides by the normal images' spread, tiny on
-    these noise images; so the tolerance is a part of the scores' range, as for the anomaly maps."""
+RAW_NOISE = 1e-4  # float32 noise of a raw expert score on unit-length embeddings, torch against ONNX Runtime
+
+
+def assert_same_scores(actual, expected, detector):
+    """Equal to float32 precision. The two runtimes compute convolutions and sums in other orders: a raw expert
+    score (a k-NN distance of unit-length embeddings) differs by up to ``RAW_NOISE``, and the z-scoring divides it
+    by the normal images' spread, tiny on these noise images (6e-5 for one k-NN distance, measured 2026-12-06: a
+    0.10 difference in the score of a good image). So the tolerance is that noise carried through the run's own
+    normalisation (the score is the mean of the parts' z-scores), beside a part of the scores' range."""
     assert np.ptp(expected) > 0.5  # the images differ: equal scores are not equal constants
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.ptp(expected))
+    carried = float(np.mean(RAW_NOISE / detector.graph_.combiner.std.numpy()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.ptp(expected) + carried)
 
 
 @pytest.fixture(scope="module", params=["rgb-20x24", "grey-40x32"])
@@ -45,7 +52,7 @@ def folder_run(request, tmp_path_factory):
                  str(data / "reference"), *size, *TRAIN]) == 0
     assert open_run(run).detector.input_spec == ((3, (20, 24)) if rgb else (1, (40, 32)))
     assert main(["export", str(run), "--out", str(bundle)]) == 0
-    files = sorted(str(p) for p in list_images(data / "test"))[::4]
+    files = sorted(str(p) for p in list_image_files([data / "test"]))[::4]
     return run, bundle, files
 
 
@@ -58,7 +65,7 @@ def test_a_folder_run_is_scored_without_torch_as_the_run_scores(folder_run):
     assert result.returncode == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
     assert [r[0] for r in rows] == files
-    assert_same_scores([float(r[1]) for r in rows], expected)
+    assert_same_scores([float(r[1]) for r in rows], expected, detector)
     assert [r[2] for r in rows] == ["anomaly" if f else "normal" for f in detector.predict(images)]
 
 
@@ -82,7 +89,7 @@ def test_a_folder_run_is_served_without_torch_as_the_run_scores(folder_run):
         server.wait(timeout=60)
     channels, (height, width) = detector.input_spec
     assert info["input"] == {"channels": channels, "height": height, "width": width}
-    assert_same_scores([r["score"] for r in body["results"]], detector.score_samples(images))
+    assert_same_scores([r["score"] for r in body["results"]], detector.score_samples(images), detector)
 
 
 @pytest.mark.parametrize("index", ["faiss-flat", "faiss-ivf"])
@@ -103,7 +110,8 @@ def test_a_faiss_run_is_exported_as_an_exact_search_over_its_anchors(index, tmp_
     exact = open_run(run, device="cpu", index="exact").detector
     np.testing.assert_allclose(parts, exact.score_parts(queries)[1], rtol=1e-4, atol=1e-5)
     if index == "faiss-flat":
-        assert_same_scores(scores, open_run(run, device="cpu").detector.score_samples(queries))
+        detector = open_run(run, device="cpu").detector
+        assert_same_scores(scores, detector.score_samples(queries), detector)
 
 
 # Broken runs and bundles: each error names the file and what is wrong with it.

@@ -19,7 +19,7 @@ def test_the_packaged_lite0_weights_map_by_order_onto_timm():
     mapped = map_weights(theirs, full, str(path))
     assert len(mapped) == len(theirs) == len(full) == 296
     model = create_model("efficientnet-lite0", input_size=(64, 64))
-    assert model.metricad_config["kwargs"]["weights"] == "imagenet"
+    assert model.recipe()["kwargs"]["weights"] == "imagenet"
     own = model.state_dict()
     stem = own["features.0.weight"]  # the truncated network's first tensor: the file's first tensor
     assert torch.equal(stem, theirs["_conv_stem.weight"])
@@ -36,7 +36,7 @@ def test_a_torchvision_weights_file_loads_into_timm_resnet_by_name(tmp_path):
     torch.save(reference.state_dict(), path)
     model = create_model("timm", arch="resnet18", weights=str(path), input_size=(64, 64), in_channels=3)
     assert torch.equal(model.state_dict()["features.0.weight"], reference.conv1.weight)
-    assert model.metricad_config["kwargs"]["weights"] == str(path)
+    assert model.recipe()["kwargs"]["weights"] == str(path)
 
 
 def test_wrong_weights_files_are_refused_naming_them(tmp_path):
@@ -69,4 +69,4 @@ def test_a_reopened_run_needs_no_weights_file(tmp_path):
     path.unlink()
     reopened = open_run(run).detector
     np.testing.assert_allclose(reopened.score_samples(images), detector.score_samples(images), rtol=1e-5, atol=1e-5)
-    assert reopened.models[0].metricad_config["kwargs"]["weights"] == str(path)  # where it came from, recorded
+    assert reopened.models[0].recipe()["kwargs"]["weights"] == str(path)  # where it came from, recorded

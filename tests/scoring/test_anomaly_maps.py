@@ -117,9 +117,17 @@ def test_a_run_records_the_smoothing_its_pixel_threshold_was_set_with(fitted, tm
     config["detector"]["map"]["sigma_fraction"] = 0.05  # as a run of another version would have recorded it
     (run / "config.json").write_text(json.dumps(config))
     reopened = open_run(run).detector
-    assert reopened.graph_.map_sigma_fraction == 0.05
+    assert reopened.graph_.map_smoothing.sigma_fraction == 0.05
     smoother = reopened.score_with_maps(test)[1]
     assert smoother.std() < detector.score_with_maps(test)[1].std()  # its own smoothing, not this version's
+    # where its cells sit, too: read from the run, not derived again from the model's class
+    config["detector"]["map"] = {"sigma_fraction": 8 / 320, "aligned_cells": False}
+    (run / "config.json").write_text(json.dumps(config))
+    unaligned = open_run(run).detector
+    assert unaligned.graph_.map_smoothing.aligned_cells is False
+    shifted, aligned = unaligned.score_with_maps(test)[1], detector.score_with_maps(test)[1]
+    assert np.abs(shifted - aligned).max() > 0.05 * (aligned.max() - aligned.min())
+    np.testing.assert_array_equal(unaligned.score_samples(test), detector.score_samples(test))  # the map alone
 
 
 def test_a_patch_run_saved_before_maps_gets_its_pixel_threshold_when_opened(fitted, tmp_path):

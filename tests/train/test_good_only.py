@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from metricad.cli import main
-from metricad.data.folders import infer_input_spec, list_images
+from metricad.data.folders import infer_input_spec
+from metricad.data.images import list_image_files
 from metricad.layout import Layout
 from metricad.run import open_run
 
@@ -40,8 +41,9 @@ def test_the_folder_default_starts_from_good_images_alone(good_folders, tmp_path
                  "--device", "cpu"]) == 0
     config = json.loads(Layout(run).config.read_text())
     assert config["data"]["reference_dir"] is None
-    assert config["models"][0] == {"name": "efficientnet-lite0", "kwargs": {
-        "weights": "imagenet", "input_size": [64, 64], "in_channels": 1}}
+    assert config["models"][0]["name"] == "efficientnet-lite0"
+    assert config["models"][0]["kwargs"] | {"weights": "imagenet", "input_size": [64, 64], "in_channels": 1} == \
+        config["models"][0]["kwargs"]
     assert config["training"]["epochs"] == 0 and config["detector"]["score"] == "patch"
     assert "as it is (pretrained, no training)" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--test-dir", str(good_folders / "test")]) == 0
@@ -58,7 +60,7 @@ def test_a_network_from_scratch_trains_on_synthetic_defects(good_folders, tmp_pa
     run = tmp_path / "run"
     assert main([*base, "--out", str(run), "--defects", "cutpaste,scar"]) == 0
     assert json.loads(Layout(run).config.read_text())["training"]["defects"] == ["cutpaste", "scar"]
-    images = np.stack([np.asarray(Image.open(p)) for p in list_images(good_folders / "test")])
+    images = np.stack([np.asarray(Image.open(p)) for p in list_image_files([good_folders / "test"])])
     assert open_run(run).detector.score_samples(images).shape == (24,)
 
 
@@ -78,6 +80,6 @@ def test_the_default_input_keeps_the_aspect_at_a_real_resolution(tmp_path):
         folder.mkdir()
         for i in range(3):
             Image.fromarray(np.zeros(size, np.uint8)).save(folder / f"{i}.png")
-        assert infer_input_spec(list_images(folder), pretrained=True)[1] == {"square": (320, 320),
+        assert infer_input_spec(list_image_files([folder]), pretrained=True)[1] == {"square": (320, 320),
                                                                              "wide": (320, 1920)}[name]
-        assert max(infer_input_spec(list_images(folder))[1]) == 64  # from scratch: at most 64 a side
+        assert max(infer_input_spec(list_image_files([folder]))[1]) == 64  # from scratch: at most 64 a side

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,18 +12,59 @@ from metricad.layout import Layout
 from metricad.recipe import FOLDER_PRESET, PRETRAINED, PRESETS
 
 
+FASHION_MNIST = (7, 9)  # the built-in experiment's (normal, anomaly) classes: sneaker vs ankle boot
+FASHION_MNIST_OPTIONS = ("normal", "anomaly", "limit", "data_dir", "val_anomalies", "val_seed")
+FOLDER_OPTIONS = ("reference_dir", "val_dir", "image_size", "channels", "tile", "tile_overlap", "skip_bad_files")
+# What only a recipe that trains uses: refused when it trains nothing (epochs 0), rather than silently dropped.
+TRAINING_OPTIONS = ("loss", "labels", "batch_size", "lr", "lr_schedule", "ensemble", "negatives", "defects")
+
+
+def refuse_unused(args, names, why: str) -> None:
+    """An option the user gave that this command would not use is an error naming it, never silently dropped."""
+    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name, None) not in (None, False, [])]
+    if given:
+        raise ValueError(f"{', '.join(given)}: {why}")
+
+
 def training_config(args):
     """The recipe the training options describe: the preset with the options given."""
-    overrides = {"loss": args.loss, "labels": args.labels, "epochs": args.epochs, "defects": args.defects,
-                 "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
-                 "negatives": args.negatives, "seed": args.seed, "ensemble": args.ensemble, "holdout": args.holdout}
+    overrides = {name: getattr(args, name) for name in TRAINING_OPTIONS + ("epochs", "seed", "holdout")}
     preset = args.preset or (FOLDER_PRESET if getattr(args, "normal_dir", None) else "default")
     config = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    if config.epochs == 0:
+        refuse_unused(args, TRAINING_OPTIONS, f"the {preset} recipe trains nothing (epochs 0: a pretrained backbone "
+                      "as it is), so these would go unused: pass --preset default (or --epochs N) to train")
     config = with_backbone(config, args.model, getattr(args, "backbone_weights", None))
     from metricad.train.config import scored
 
     config = scored(config, args.score)
     return config if args.normalize is None else config.with_options({"model_kwargs": {"normalize": args.normalize}})
+
+
+def detector_params(args) -> dict:
+    """The detector options of ``train`` and ``reproduce``: its index and a coreset of anchors."""
+    params = {"index": args.index} if args.index else {}
+    if args.coreset:
+        params |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
+    return params
+
+
+def data_source(args):
+    """Where the training images come from: image folders (``--normal-dir``) or Fashion-MNIST; an option of the
+    other source is refused by name."""
+    if args.normal_dir:
+        refuse_unused(args, FASHION_MNIST_OPTIONS, "Fashion-MNIST options, not used with --normal-dir")
+        return ImageFolders(args.normal_dir, args.reference_dir, args.val_dir, args.image_size, args.channels,
+                            args.holdout, args.skip_bad_files, tile=args.tile, tile_overlap=args.tile_overlap or 0)
+    refuse_unused(args, FOLDER_OPTIONS, "options for image folders: pass --normal-dir (Fashion-MNIST's images are "
+                  "28x28 and come with their own reference classes)")
+    normal, anomaly = _classes(args)
+    return FashionMNIST(normal, anomaly, args.limit, args.data_dir, args.val_anomalies or 0, args.val_seed or 0)
+
+
+def _classes(args) -> tuple[int, int]:
+    return (FASHION_MNIST[0] if args.normal is None else args.normal,
+            FASHION_MNIST[1] if args.anomaly is None else args.anomaly)
 
 
 def with_backbone(config, name: str | None, weights: str | None):
@@ -58,7 +98,7 @@ def cmd_train(args) -> None:
         clean = True
     finally:  # under torchrun: every rank leaves the process group before it exits, also after an error
         distributed.shutdown(clean)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the job
+    if distributed.launch_rank() == 0:  # under torchrun, one line for the job
         print(path)
 
 
@@ -74,37 +114,30 @@ def set_threads(threads: int | None) -> None:
 
 
 def _train(args):
+    from metricad import distributed
+    from metricad.thresholds import threshold_request
     from metricad.train import pipeline
+    from metricad.train.config import checked
 
     set_threads(getattr(args, "threads", None))
     if args.resume:
+        kept = [name for name, value in vars(args).items() if name not in ("command", "func", "resume", "device",
+                                                                           "data_dir")]
+        refuse_unused(args, kept, f"--resume continues {args.resume} with the options it was started with; only "
+                      "--device and --data-dir may be given")
         return pipeline.resume_run(args.resume, device=args.device, data_dir=args.data_dir)
     if not args.out:
         raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
-    config = training_config(args)
-    detector = {"index": args.index} if args.index else {}
-    if args.coreset:
-        detector |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
-    from metricad.train.config import checked
-
-    checked(config)  # a recipe that cannot train is refused before anything is said or loaded
-    if int(os.environ.get("RANK", "0")) == 0:
+    config = checked(training_config(args))  # a recipe that cannot train is refused before anything is loaded
+    source = data_source(args)
+    threshold = threshold_request(args.threshold_mode, args.contamination, args.target_fpr)
+    if distributed.launch_rank() == 0:
         what = (f"{config.model} as it is (pretrained, no training)" if config.epochs == 0 else
                 f"training {config.model} x {config.ensemble} with the {config.loss} loss, {config.labels} labels, "
                 f"{config.epochs} epochs")
         print(f"{what}; score {config.score}", file=sys.stderr)
-    threshold = None
-    if args.normal_dir:
-        source = ImageFolders(args.normal_dir, args.reference_dir, args.val_dir, args.image_size, args.channels,
-                              args.holdout, args.skip_bad_files, tile=args.tile, tile_overlap=args.tile_overlap)
-        threshold = {"mode": args.threshold_mode, "contamination": args.contamination,
-                     "target_fpr": args.target_fpr}
-    else:
-        if args.tile:
-            raise ValueError("--tile is for image folders (--normal-dir): Fashion-MNIST images are 28x28")
-        source = FashionMNIST(args.normal, args.anomaly, args.limit, args.data_dir, args.val_anomalies,
-                              args.val_seed)
-    return pipeline.train_run(args.out, config, source, threshold, detector, args.device, args.overwrite)
+    return pipeline.train_run(args.out, config, source, threshold, detector_params(args), args.device,
+                              args.overwrite)
 
 
 def cmd_evaluate(args) -> None:
@@ -163,7 +196,7 @@ def cmd_score(args) -> None:
 
 
 def _score_with_maps(scorer, files, args) -> None:
-    from metricad.deploy.maps import write_maps
+    from metricad.deploy.map_files import write_maps
 
     print("path,score,label" + (",normalized_score" if args.normalized else "") + ",defect_pixels,map,overlay")
     for located, map_path, overlay_path in write_maps(scorer, files, args.maps, args.map_format):
@@ -187,6 +220,8 @@ def cmd_export(args) -> None:
 
 def cmd_export_dataset(args) -> None:
     if args.dataset == "elpv":
+        refuse_unused(args, ("normal", "anomaly", "data_dir"), "Fashion-MNIST options, not used with --dataset elpv "
+                      "(its images come from the elpv-dataset package)")
         from metricad.data.elpv import export_elpv
 
         counts = export_elpv(args.out)
@@ -199,7 +234,8 @@ def cmd_export_dataset(args) -> None:
     from metricad.data.folders import export_split_to_folders
 
     train, test = load_fashion_mnist(args.data_dir)
-    out = export_split_to_folders(args.out, train, test, args.normal, args.anomaly, CLASS_NAMES)
+    normal, anomaly = _classes(args)
+    out = export_split_to_folders(args.out, train, test, normal, anomaly, CLASS_NAMES)
     print(f"{out}: normal/, reference/<class>/, test/good/, test/<anomaly class>/ (PNG)")
     print(f"train on it: metricad train --out RUN --normal-dir {out}/normal --reference-dir {out}/reference "
           f"--holdout 0   then: metricad evaluate RUN --test-dir {out}/test")
@@ -232,17 +268,20 @@ def cmd_compare(args) -> None:
     from metricad.compare.comparison import run_comparison
 
     overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
-    run_comparison(args.out, args.pairs or [(args.normal, args.anomaly)], args.methods, args.seeds,
+    if args.pairs:
+        refuse_unused(args, ("normal", "anomaly"), "--pairs names every (normal, anomaly) pair already")
+    run_comparison(args.out, args.pairs or [_classes(args)], args.methods, args.seeds,
                    PRESETS["default"].with_options(overrides), args.validation, args.limit, args.reuse or [],
                    args.data_dir, args.device, args.val_anomalies or [], args.draws)
 
 
 def cmd_reproduce(args) -> None:
-    from metricad.evaluate.reproduce import reproduce
+    from metricad.compare.reproduce import reproduce
 
     set_threads(args.threads)
-    print("\n".join(reproduce(args.out, training_config(args), args.normal, args.anomaly, args.limit,
-                              args.data_dir, args.device, args.overwrite, args.val_anomalies, args.val_seed)))
+    print("\n".join(reproduce(args.out, training_config(args), *_classes(args), args.limit, args.data_dir,
+                              args.device, args.overwrite, args.val_anomalies or 0, args.val_seed or 0,
+                              detector_params(args))))
 
 
 def cmd_serve(args) -> None:

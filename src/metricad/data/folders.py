@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metricad.data.images import IMAGE_SUFFIXES, read_image
+from metricad.data.images import IMAGE_SUFFIXES, list_image_files, read_image
 
 # The default model input keeps the images' median aspect ratio, its shorter side this many pixels (a stated
 # bilinear resize): 320 for a pretrained backbone (chosen on held-out good images with synthetic defects,
@@ -37,17 +37,6 @@ def _is_image(path: Path) -> bool:
 
 def _no_images(directory: Path) -> ValueError:
     return ValueError(f"{directory}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-
-
-def list_images(directory: str | os.PathLike) -> list[Path]:
-    """Image files under ``directory`` (recursive), sorted; a clear error if it is missing or has none."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such directory")
-    paths = sorted(filter(_is_image, directory.rglob("*")))
-    if not paths:
-        raise _no_images(directory)
-    return paths
 
 
 def _image_groups(directory: Path) -> dict[str, list[Path]]:
@@ -101,7 +90,7 @@ def infer_input_spec(paths: list[Path], pretrained: bool = False, sample: int = 
         except Exception:  # noqa: BLE001 - unreadable files are reported when the images are read
             continue
     if not aspects:
-        raise ValueError(f"none of the sampled images under {paths[0].parent} could be read")
+        raise ValueError(f"none of the sampled images under {Path(paths[0]).parent} could be read")
     channels = 1 if modes <= {"1", "L", "I", "I;16", "F"} else 3
     aspect = float(np.median(aspects))
     if own_size:
@@ -161,7 +150,7 @@ def folder_split(data: dict):
     from metricad.data.split import AnomalySplit
 
     size, channels, skip = tuple(data["image_size"]), data["channels"], data.get("skip_bad_files", False)
-    normal_paths = list_images(data["normal_dir"])
+    normal_paths = [Path(p) for p in list_image_files([data["normal_dir"]])]
     references = reference_classes(data["reference_dir"]) if data.get("reference_dir") else {}
     rng = np.random.default_rng(data.get("split_seed", 0))
     n_holdout = int(round(data.get("holdout", 0.0) * len(normal_paths)))

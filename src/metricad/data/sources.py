@@ -3,7 +3,8 @@
 A source is built from the options (or, to resume or reopen a run, from the ``"data"`` section it wrote:
 ``source_from_data``) and answers four things for ``metricad.train.pipeline.train_run``:
 ``describe()`` (that section), ``adapt(config)`` (the recipe fitted to its images, e.g. the model's input size),
-``check(chooses_with_labels, threshold_mode)`` (refuse an impossible combination before anything is written) and
+``check(chooses_with_labels, threshold)`` (refuse an impossible combination, or an option that would go unused,
+before anything is written) and
 ``load()`` (the ``AnomalySplit`` and the files skipped as unreadable).
 """
 
@@ -69,10 +70,14 @@ class FashionMNIST:
         return config.with_options({"model_kwargs": {"input_size": [28, 28], "in_channels": 1,
                                                      "scale": PRETRAINED_SCALE}})
 
-    def check(self, chooses_with_labels: bool, threshold_mode: str = "contamination") -> None:
+    def check(self, chooses_with_labels: bool, threshold: dict) -> None:
         if chooses_with_labels != bool(self.val_anomalies):
             raise ValueError("--score auto chooses with a few labelled anomalies: give --val-anomalies K with it "
                              "(and only with it)")
+        if threshold["mode"] != "contamination" and not chooses_with_labels:
+            raise ValueError(f"threshold mode {threshold['mode']!r} needs labelled validation images: on "
+                             "Fashion-MNIST, --score auto --val-anomalies K sets the threshold (best F1)")
+        _check_threshold(threshold, chooses_with_labels)
 
     def describe(self) -> dict:
         return {"dataset": "fashion-mnist", "normal": self.normal, "anomaly": self.anomaly, "limit": self.limit,
@@ -114,7 +119,7 @@ class ImageFolders:
                    data["channels"], data.get("holdout", 0.0), data.get("skip_bad_files", False),
                    data.get("split_seed", 0), tiling.get("size"), tiling.get("overlap", 0))
 
-    def check(self, chooses_with_labels: bool, threshold_mode: str = "contamination") -> None:
+    def check(self, chooses_with_labels: bool, threshold: dict) -> None:
         if self.tile is not None:
             from metricad.tiling import Tiling
 
@@ -122,25 +127,38 @@ class ImageFolders:
             if self.val_dir or chooses_with_labels:
                 raise ValueError("--tile: a tiled run sets its threshold on held-out good images; --val-dir and "
                                  "--score auto are not available with it yet")
-        if (threshold_mode in ("f1", "fpr") or chooses_with_labels) and not self.val_dir:
-            what = "--score auto" if chooses_with_labels else f"threshold mode {threshold_mode!r}"
+        labelled = chooses_with_labels or threshold["mode"] != "contamination"
+        if labelled and not self.val_dir:
+            what = "--score auto" if chooses_with_labels else f"threshold mode {threshold['mode']!r}"
             raise ValueError(f"{what} needs labelled images: pass --val-dir")
+        if self.val_dir and not labelled and self.holdout != 0:
+            raise ValueError(f"--val-dir {self.val_dir}: with held-out good images the threshold is set on them "
+                             "(--contamination), so the labelled images would go unused: pass --threshold-mode "
+                             "fpr or f1 (they set the threshold), --score auto (they choose the score), or leave "
+                             "--val-dir out")
+        _check_threshold(threshold, chooses_with_labels)
 
     def adapt(self, config):
-        from metricad.data.folders import infer_input_spec, list_images
+        from metricad.data.folders import infer_input_spec
+        from metricad.data.images import list_image_files
 
+        if self.reference_dir and config.epochs == 0:
+            raise ValueError(f"--reference-dir {self.reference_dir}: the recipe trains nothing (epochs 0: the "
+                             f"folder default, a pretrained backbone as it is, scored patch by patch), so the "
+                             "reference images would go unused: pass --preset default to train an embedding on "
+                             "them (the original method), or leave --reference-dir out")
         self.holdout = 0.1 if self.holdout is None else self.holdout
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"--holdout must be in [0, 1), got {self.holdout}")
         if self.image_size is None or self.channels is None:
             from metricad.recipe import PRETRAINED
 
-            found_channels, found_size = infer_input_spec(list_images(self.normal_dir), config.model in PRETRAINED,
+            found_channels, found_size = infer_input_spec(list_image_files([self.normal_dir]), config.model in PRETRAINED,
                                                           own_size=self.tile is not None)
             self.channels, self.image_size = self.channels or found_channels, self.image_size or found_size
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}")
-        if self.tile is not None and round(self.holdout * len(list_images(self.normal_dir))) < 2:
+        if self.tile is not None and round(self.holdout * len(list_image_files([self.normal_dir]))) < 2:
             raise ValueError(f"--tile sets the image threshold on held-out good images scored whole: --holdout "
                              f"{self.holdout} keeps fewer than two of {self.normal_dir}'s images out")
         if self.tile is not None and min(self.image_size) < self.tile:
@@ -166,6 +184,16 @@ class ImageFolders:
         from metricad.data.folders import folder_split
 
         return folder_split(self.describe())
+
+
+def _check_threshold(threshold: dict, chooses_with_labels: bool) -> None:
+    """``--score auto`` sets the threshold itself (best F1 on the labelled images): a threshold option would go
+    unused."""
+    from metricad.thresholds import DEFAULT_THRESHOLD
+
+    if chooses_with_labels and threshold != DEFAULT_THRESHOLD:
+        raise ValueError("--score auto sets the threshold at the best F1 on the labelled validation images: leave "
+                         "out --threshold-mode, --contamination and --target-fpr")
 
 
 def _negatives_for_input(config, image_size: tuple[int, int]):

@@ -70,9 +70,9 @@ def score_to_parquet(target, inputs, out, chunk_size: int = 1024, engine: str = 
 
     scorer = load_scorer(target, device, runtime)
     if boxes:
-        from metricad.deploy.maps import check_map_scorer
+        from metricad.localization import require_map
 
-        check_map_scorer(scorer)
+        require_map(scorer)
     number = next_part_number(out)
     for start in range(0, len(todo), chunk_size):
         write_part(out, score_chunk(scorer, todo[start:start + chunk_size], boxes), number)

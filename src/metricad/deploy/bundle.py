@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metricad.localization import require_map
 from metricad.preprocessing import to_model_array
 from metricad.scoring.onnx_session import make_session, run_batches
 from metricad.thresholds import Decisions
@@ -79,9 +80,7 @@ class Bundle(Decisions):
 
     def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (N,), anomaly maps (N, H, W))`` at the model input's resolution, as the run gives them."""
-        if not self.has_map:
-            raise ValueError(f"{self.path}: score {self.score!r} has no anomaly map: only a patch-level expert "
-                             "(patch) locates defects; export a run trained with --score patch")
+        require_map(self, f"{self.path}: ")
         return self._run(images, ["score", "anomaly_map"])
 
     def score_samples(self, images) -> np.ndarray:

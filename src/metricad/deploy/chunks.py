@@ -66,12 +66,11 @@ def defect_regions(scorer, path, score: float, anomaly_map: np.ndarray) -> tuple
     """``(boxes, area)`` of one image's defect mask at its file's resolution (``metricad.localization``)."""
     from PIL import Image
 
-    from metricad.localization import regions, to_size
+    from metricad.localization import at_file_size, regions
 
     with Image.open(path) as img:  # the header only: the file's size
         width, height = img.size
-    full = to_size(anomaly_map, (height, width))
-    return regions(scorer.predict_masks(np.array([score]), full[None])[0])
+    return regions(at_file_size(scorer, score, anomaly_map, (height, width))[1])
 
 
 def next_part_number(out: Path) -> int:

@@ -1,6 +1,8 @@
 """What scores images for ``metricad score`` and ``metricad serve``: a model bundle (an ``.onnx`` file, torch-free)
 or a run directory (needs the ``train`` extra), behind one interface, ``Scorer``, that a fitted
-``metricad.Detector`` satisfies too (a conformance test checks all three).
+``metricad.Detector`` satisfies too (a conformance test checks all three). A scorer with anomaly maps also has
+``has_map``, ``pixel_offset_``, ``score_with_maps`` and ``predict_masks`` (``metricad.localization.require_map``
+refuses one without).
 """
 
 from __future__ import annotations
@@ -27,19 +29,6 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
-class MapScorer(Scorer, Protocol):
-    """A ``Scorer`` that also says where: anomaly maps at the input's resolution (when ``has_map``), and defect
-    masks where a map is above ``pixel_offset_`` in an image flagged by ``offset_``."""
-
-    has_map: bool
-    pixel_offset_: float | None
-
-    def score_with_maps(self, images) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def predict_masks(self, scores, maps) -> np.ndarray: ...
-
-
-@runtime_checkable
 class DeployedScorer(Scorer, Protocol):
     """A ``Scorer`` loaded from a file for the line: it also names its model and describes itself (``/info``)."""
 
@@ -53,38 +42,45 @@ def is_bundle(target) -> bool:
 
 
 class RunScorer:
-    """A run directory's detector as a ``DeployedScorer``."""
+    """A run directory as a ``DeployedScorer``: its ``scorer`` (the detector, or for a tiled run the
+    ``metricad.tiling.TiledScorer`` around it, which scores whole images and holds their threshold)."""
 
     def __init__(self, path, device=None, runtime: str = "torch"):
         from metricad.run import open_run
 
         self.run = open_run(path, device=device, runtime=runtime)
-        self.detector, self.model_id = self.run.scorer, self.run.model_id  # a tiled run's scores whole images
-        self.score = self.detector.score
-        self.input_spec, self.offset_ = self.detector.input_spec, self.detector.offset_
-
-    def score_samples(self, images):
-        return self.detector.score_samples(images)
-
-    def predict_scores(self, scores):
-        return self.detector.predict_scores(scores)
-
-    def normalized_score(self, scores):
-        return self.detector.normalized_score(scores)
+        self.scorer, self.model_id, self.score = self.run.scorer, self.run.model_id, self.run.detector.score
 
     @property
-    def has_map(self) -> bool:
-        return self.detector.has_map
+    def input_spec(self):
+        return self.scorer.input_spec
+
+    @property
+    def offset_(self) -> float:
+        return self.scorer.offset_
 
     @property
     def pixel_offset_(self):
-        return self.detector.pixel_offset_
+        return self.scorer.pixel_offset_
+
+    @property
+    def has_map(self) -> bool:
+        return self.run.detector.has_map
+
+    def score_samples(self, images):
+        return self.scorer.score_samples(images)
+
+    def predict_scores(self, scores):
+        return self.scorer.predict_scores(scores)
+
+    def normalized_score(self, scores):
+        return self.scorer.normalized_score(scores)
 
     def score_with_maps(self, images):
-        return self.detector.score_with_maps(images)
+        return self.scorer.score_with_maps(images)
 
     def predict_masks(self, scores, maps):
-        return self.detector.predict_masks(scores, maps)
+        return self.scorer.predict_masks(scores, maps)
 
     def set_threads(self, threads: int) -> None:
         import torch
@@ -92,20 +88,26 @@ class RunScorer:
         torch.set_num_threads(threads)
 
     def describe(self) -> dict:
-        detector = self.detector
+        detector = self.run.detector
         return {"run": str(self.run.path), "models": self.run.config["models"], "score": detector.score,
                 "anchors": len(detector.anchor_indices_), "k": detector.k, "runtime": detector.runtime,
-                "threshold_set_on": detector.threshold_set_on_, "pixel_threshold": detector.pixel_offset_,
+                "threshold_set_on": self.scorer.threshold_set_on_, "pixel_threshold": detector.pixel_offset_,
                 "pixel_threshold_set_on": detector.pixel_threshold_set_on_}
 
 
 def load_scorer(target, device=None, runtime: str = "torch", threads: int | None = None):
-    """The ``DeployedScorer`` of ``target``: a ``Bundle`` for an ``.onnx`` file, else a ``RunScorer``."""
+    """The ``DeployedScorer`` of ``target``: a ``Bundle`` for an ``.onnx`` file, a ``RunScorer`` for a run
+    directory, or ``target`` itself when it already is one (anything with ``DeployedScorer``'s methods, e.g. a
+    scorer of your own, is scored and served as it is)."""
+    if isinstance(target, DeployedScorer):
+        return target
     if is_bundle(target):
         from metricad.deploy.bundle import Bundle
 
         bundle = Bundle(target, threads=threads, use_cuda=device is not None and str(device).startswith("cuda"))
         return bundle.tiled() if bundle.metadata.get("tiling") else bundle
+    if not Path(target).is_dir():
+        raise FileNotFoundError(f"{target}: no such run directory or model bundle (.onnx)")
     scorer = RunScorer(target, device, runtime)
     if threads is not None:
         scorer.set_threads(threads)

@@ -51,7 +51,7 @@ def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_
                  skip_bad_files: bool = False, mask_dir=None, **overrides):
     """Open a run (``overrides``: ``open_run``'s), evaluate it on its test images and merge the metrics into its
     ``metrics.json``. Returns ``(run, split, metrics, scores)``. With ``mask_dir`` (true defect masks of
-    ``test_dir``'s images) the pixel metrics too (``metricad.evaluate.localization``)."""
+    ``test_dir``'s images) the pixel metrics too (``metricad.evaluate.pixel_evaluation``)."""
     run = open_run(path, device=device, runtime=runtime, **overrides)
     if mask_dir is not None:
         return _evaluate_with_masks(run, test_dir, mask_dir, skip_bad_files)
@@ -63,9 +63,9 @@ def evaluate_run(path, data_dir=None, device=None, runtime: str = "torch", test_
 
 
 def run_localization(run, test_dir, mask_dir, skip_bad_files: bool = False):
-    """``metricad.evaluate.localization.localize`` of a run on ``test_dir`` with its masks, checked as any
+    """``metricad.evaluate.pixel_evaluation.localize`` of a run on ``test_dir`` with its masks, checked as any
     evaluation is (images it has not seen)."""
-    from metricad.evaluate.localization import localize
+    from metricad.evaluate.pixel_evaluation import localize
 
     if not test_dir:
         raise ValueError("--mask-dir holds the masks of --test-dir's defect images: pass --test-dir too")

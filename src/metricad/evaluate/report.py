@@ -170,7 +170,7 @@ def _heatmaps(detector, images) -> np.ndarray:
 
 def build_report(detector, images: np.ndarray, is_anomaly: np.ndarray, title: str,
                  details: dict | None = None, n_examples: int = 8, localization=None) -> tuple[str, dict]:
-    """The HTML page and the metrics it shows; ``localization`` (``metricad.evaluate.localization.localize``'s
+    """The HTML page and the metrics it shows; ``localization`` (``metricad.evaluate.pixel_evaluation.localize``'s
     result on the same images) adds where the defect is."""
     if localization is not None:
         metrics, scores = localization.metrics, localization.scores

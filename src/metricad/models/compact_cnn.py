@@ -19,6 +19,7 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+@register_model("compact-cnn")
 class CompactCNN(EmbeddingModel):
     local_depth = 3  # blocks 1-2: the half-resolution map (14x14 for 28x28); the last map is (w3, H/4, W/4)
 
@@ -26,6 +27,7 @@ class CompactCNN(EmbeddingModel):
                  input_size: tuple[int, int] = (28, 28), normalize: bool = False, num_classes: int = 0,
                  normal_label: int | None = None):
         super().__init__(embedding_dim, in_channels, input_size, normalize, num_classes, normal_label)
+        self.widths = tuple(widths)
         w1, w2, w3 = widths
         self.features = nn.Sequential(
             _conv_block(in_channels, w1), nn.MaxPool2d(2),
@@ -38,7 +40,6 @@ class CompactCNN(EmbeddingModel):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return features.flatten(1)  # no pooling: where a part sits counts (module docstring)
 
-
-@register_model("compact-cnn")
-def compact_cnn(**kwargs) -> CompactCNN:
-    return CompactCNN(**kwargs)
+    def build_kwargs(self) -> dict:
+        return {"embedding_dim": self.embedding_dim, "in_channels": self.in_channels, "widths": list(self.widths),
+                "input_size": list(self.input_size), "normalize": self.normalize}

@@ -136,6 +136,19 @@ class PretrainedBackbone(EmbeddingModel):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return features.mean(dim=(2, 3))
 
+    def build_kwargs(self) -> dict:
+        return {"arch": self.arch, "weights": self.weights_source, "embedding_dim": self.embedding_dim,
+                "in_channels": self.in_channels, "input_size": list(self.input_size), "normalize": self.normalize,
+                "scale": self.scale}
+
+    @classmethod
+    def for_saved_weights(cls, **kwargs) -> "PretrainedBackbone":
+        """Built without reading its starting weights (the saved ones replace them); where they came from is
+        kept, so that the model saved again says so too."""
+        model = cls(**(kwargs | {"weights": None}))
+        model.weights_source = kwargs.get("weights")
+        return model
+
     def train(self, mode: bool = True):
         """Batch-norm statistics stay ImageNet's while fine-tuning: a few hundred images in small batches would
         only make them noisier."""
@@ -147,10 +160,19 @@ class PretrainedBackbone(EmbeddingModel):
 
 
 @register_model("efficientnet-lite0")
-def efficientnet_lite0(weights: str | None = "imagenet", **kwargs) -> PretrainedBackbone:
-    return PretrainedBackbone("efficientnet_lite0", weights, **kwargs)
+class EfficientNetLite0(PretrainedBackbone):
+    """timm's ``efficientnet_lite0``, by default with the ImageNet weights its package ships."""
+
+    def __init__(self, weights: str | None = "imagenet", **kwargs):
+        super().__init__("efficientnet_lite0", weights, **kwargs)
+
+    def build_kwargs(self) -> dict:
+        return {key: value for key, value in super().build_kwargs().items() if key != "arch"}
 
 
 @register_model("timm")
-def timm_backbone(arch: str, weights: str | None = None, **kwargs) -> PretrainedBackbone:
-    return PretrainedBackbone(arch, weights, **kwargs)
+class TimmBackbone(PretrainedBackbone):
+    """Any timm architecture, with a weights file (nothing is downloaded)."""
+
+    def __init__(self, arch: str, weights: str | None = None, **kwargs):
+        super().__init__(arch, weights, **kwargs)

@@ -10,6 +10,7 @@ from metricad.models.base import EmbeddingModel
 from metricad.models.registry import register_model
 
 
+@register_model("seed-mobilenetv2")
 class SeedMobileNetV2(EmbeddingModel):
     local_depth = 2  # stem + first block: an early, high-resolution map; the last map is (1280, 3, 3)
 
@@ -17,6 +18,7 @@ class SeedMobileNetV2(EmbeddingModel):
                  input_size: tuple[int, int] = (28, 28), normalize: bool = False, num_classes: int = 0,
                  normal_label: int | None = None):
         super().__init__(embedding_dim, in_channels, input_size, normalize, num_classes, normal_label)
+        self.upsample_factor = upsample
         self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest")  # Keras UpSampling2D is nearest
         backbone = mobilenet_v2(weights=None)
         stem = backbone.features[0][0]
@@ -32,7 +34,6 @@ class SeedMobileNetV2(EmbeddingModel):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return features.mean(dim=(2, 3))  # global average pool, as the original
 
-
-@register_model("seed-mobilenetv2")
-def seed_mobilenetv2(**kwargs) -> SeedMobileNetV2:
-    return SeedMobileNetV2(**kwargs)
+    def build_kwargs(self) -> dict:
+        return {"embedding_dim": self.embedding_dim, "in_channels": self.in_channels,
+                "upsample": self.upsample_factor, "input_size": list(self.input_size), "normalize": self.normalize}

@@ -16,7 +16,7 @@ from metricad.progress import progress
 
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.experts import Expert
-from metricad.scoring.maps import MAP_SIGMA_FRACTION, smooth
+from metricad.scoring.maps import MapSmoothing
 from metricad.scoring.spec import ScoreSpec
 
 
@@ -75,20 +75,22 @@ class ScoringGraph(nn.Module):
     scores of every member, z-scored and averaged by ``combiner``; with a patch-level expert, also the map (its
     outputs are named by ``output_names``, as in the ONNX export)."""
 
-    def __init__(self, members: list[MemberScorer], combiner: ZScoreMean):
+    def __init__(self, members: list[MemberScorer], combiner: ZScoreMean, map_smoothing: MapSmoothing):
         super().__init__()
-        self.members, self.combiner = nn.ModuleList(members), combiner
-        # the map's smoothing, a share of the input's shorter side; a run records it and reopens with its own
-        self.map_sigma_fraction = MAP_SIGMA_FRACTION
+        self.members, self.combiner, self.map_smoothing = nn.ModuleList(members), combiner, map_smoothing
 
     @classmethod
     def assemble(cls, models: list[nn.Module], experts: list[dict[str, Expert]], spec: ScoreSpec,
-                 combiner: ZScoreMean | None = None) -> "ScoringGraph":
+                 combiner: ZScoreMean | None = None, map_smoothing: MapSmoothing | None = None) -> "ScoringGraph":
         """The one way a graph is built: each model with its fitted experts (by registry key; those ``spec`` reads
-        are taken, in its order), and ``combiner`` (fitted statistics) or a new one to fit."""
+        are taken, in its order), ``combiner`` (fitted statistics) or a new one to fit, and ``map_smoothing`` (a
+        run's own) or this version's default for the first model (where its map cells sit)."""
         members = [MemberScorer(model.eval(), {key: fitted[key] for key in spec.keys})
                    for model, fitted in zip(models, experts)]
-        return cls(members, combiner if combiner is not None else ZScoreMean(list(spec.one_sided) * len(members)))
+        if map_smoothing is None:
+            map_smoothing = MapSmoothing(aligned_cells=bool(getattr(models[0], "aligned_cells", False)))
+        combiner = combiner if combiner is not None else ZScoreMean(list(spec.one_sided) * len(members))
+        return cls(members, combiner, map_smoothing)
 
     @property
     def max_batch(self) -> int:
@@ -100,11 +102,6 @@ class ScoringGraph(nn.Module):
         return any(expert.has_map for member in self.members for expert in member.experts.values())
 
     @property
-    def aligned_cells(self) -> bool:
-        """Whether the members' map cells sit on ``stride * i`` (``scoring.maps.upsample``): the first member's."""
-        return bool(getattr(self.members[0].model, "aligned_cells", False))
-
-    @property
     def output_names(self) -> tuple[str, ...]:
         return ("score", "parts") + (("anomaly_map",) if self.has_map else ())
 
@@ -112,8 +109,7 @@ class ScoringGraph(nn.Module):
         """``(N, H, W)``: each patch expert's raw map in its column's z-score units (as its image score counts in
         the combiner), averaged over experts and members, upsampled to ``size`` and smoothed."""
         z = [(raw - self.combiner.mean[column]) / self.combiner.std[column] for column, raw in raw_maps.items()]
-        sigma = self.map_sigma_fraction * min(int(size[0]), int(size[1]))
-        return smooth(torch.stack(z).mean(0), size, self.aligned_cells, sigma)
+        return self.map_smoothing(torch.stack(z).mean(0), size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         parts, raw_maps, offset = [], {}, 0

@@ -7,6 +7,7 @@ Plain torch ops (interpolate, pad, conv2d), so the map is part of the scoring gr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,19 @@ import torch.nn.functional as F
 # cells (docs/decisions.md, 2026-12-02; benchmarks/map_validation.py). A fraction, so that a 28x28 or a 48x64
 # input is not blurred flat by 8 pixels.
 MAP_SIGMA_FRACTION = 8.0 / 320
+
+
+@dataclass(frozen=True)
+class MapSmoothing:
+    """How a graph's raw patch maps become its anomaly map: where each cell's receptive field is centred
+    (``aligned_cells``, ``upsample``) and the Gaussian's sigma as a share of the input's shorter side. A run
+    records both and reopens with them, whatever this version's defaults or its model class say."""
+
+    sigma_fraction: float = MAP_SIGMA_FRACTION
+    aligned_cells: bool = False
+
+    def __call__(self, maps: torch.Tensor, size) -> torch.Tensor:
+        return smooth(maps, size, self.aligned_cells, self.sigma_fraction * min(int(size[0]), int(size[1])))
 
 
 def map_sigma(size: tuple[int, int]) -> float:

@@ -25,6 +25,7 @@ from starlette.datastructures import UploadFile
 
 import metricad
 from metricad.deploy.scorer import load_scorer
+from metricad.localization import no_map_error
 from metricad.serve.auth import authorized, check_exposure
 from metricad.serve.batching import MicroBatcher, ShuttingDown
 from metricad.serve.decode import BadImage, decode_image
@@ -91,62 +92,86 @@ async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits)
     return files
 
 
+class Service:
+    """What the app's routes share: the scorer (loaded in a background thread at start-up, or given), the
+    micro-batcher that scores queued images, the metrics, the limits and the API key."""
+
+    def __init__(self, target, limits: ServiceLimits, device, runtime: str, scorer, threads: int,
+                 api_key: str | None):
+        self.target, self.limits, self.device, self.runtime = target, limits, device, runtime
+        self.scorer, self.threads, self.api_key = scorer, threads, api_key
+        self.error: str | None = None
+        self.batcher: MicroBatcher | None = None
+        self.metrics = ServiceMetrics()
+
+    def set_threads(self) -> None:  # in the scoring thread: torch's thread count is per thread for OpenMP
+        if hasattr(self.scorer, "set_threads"):
+            self.scorer.set_threads(self.threads)
+
+    def load(self) -> None:
+        try:
+            if self.scorer is None:
+                self.scorer = load_scorer(self.target, self.device, self.runtime, self.threads)
+            self.set_threads()
+            self.metrics.model.info({"model_id": self.scorer.model_id, "metricad_version": metricad.__version__,
+                                     "target": str(self.target)})
+        except Exception as exc:  # noqa: BLE001 - reported by /health instead of killing the server
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def score_batch(self, batch):
+        scores = self.scorer.score_samples(batch)
+        model = self.scorer.model_id
+        self.metrics.batch_size.labels(model).observe(len(batch))
+        self.metrics.scored.labels(model).inc(len(batch))
+        self.metrics.flagged.labels(model).inc(int(self.scorer.predict_scores(scores).sum()))
+        return scores
+
+    def ready_scorer(self):
+        if self.error:
+            raise HTTPException(503, f"the model failed to load: {self.error}")
+        if self.scorer is None or self.batcher is None:
+            raise HTTPException(503, "the model is still loading")
+        return self.scorer
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI):
+        loading = asyncio.create_task(asyncio.to_thread(self.load))
+        self.batcher = MicroBatcher(self.score_batch, self.limits.max_batch, self.limits.max_wait_ms,
+                                    thread_setup=self.set_threads)
+        await self.batcher.start()
+        self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        yield
+        loading.cancel()
+        queued = self.batcher.depth
+        await self.batcher.stop()  # scores and answers whatever is still queued
+        print(f"metricad serve: stopped after answering every accepted request ({queued} image(s) were still "
+              f"queued at shutdown; {self.batcher.batches_scored} batches scored)", file=sys.stderr, flush=True)
+
+
 def create_app(target, limits: ServiceLimits | None = None, device=None, runtime: str = "torch",
                scorer=None, threads: int | None = None, api_key: str | None = None) -> FastAPI:
     """The ASGI app serving ``target`` (a bundle or a run directory), or an already loaded ``scorer`` (tests,
     embedding). ``threads``: scoring threads (default ``default_threads``); ``api_key``: required from clients
     as ``Authorization: Bearer KEY`` on every route but ``/health`` and the API docs."""
     limits = limits or ServiceLimits()
-    threads = threads or default_threads(limits.max_batch)
-    state: dict = {"scorer": scorer, "error": None}
-    metrics = ServiceMetrics()
-
-    def set_threads() -> None:  # in the scoring thread: torch's thread count is per thread for OpenMP
-        if hasattr(state["scorer"], "set_threads"):
-            state["scorer"].set_threads(threads)
-
-    def load() -> None:
-        try:
-            if state["scorer"] is None:
-                state["scorer"] = load_scorer(target, device, runtime, threads)
-            set_threads()
-            metrics.model.info({"model_id": state["scorer"].model_id, "metricad_version": metricad.__version__,
-                                "target": str(target)})
-        except Exception as exc:  # noqa: BLE001 - reported by /health instead of killing the server
-            state["error"] = f"{type(exc).__name__}: {exc}"
-
-    def score_batch(batch):
-        scorer = state["scorer"]
-        scores = scorer.score_samples(batch)
-        model = scorer.model_id
-        metrics.batch_size.labels(model).observe(len(batch))
-        metrics.scored.labels(model).inc(len(batch))
-        metrics.flagged.labels(model).inc(int(scorer.predict_scores(scores).sum()))
-        return scores
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(asyncio.to_thread(load))
-        batcher = MicroBatcher(score_batch, limits.max_batch, limits.max_wait_ms, thread_setup=set_threads)
-        await batcher.start()
-        metrics.queue_depth.set_function(lambda: batcher.depth)
-        state["batcher"] = batcher
-        yield
-        loading.cancel()
-        queued = batcher.depth
-        await batcher.stop()  # scores and answers whatever is still queued
-        print(f"metricad serve: stopped after answering every accepted request ({queued} image(s) were still "
-              f"queued at shutdown; {batcher.batches_scored} batches scored)", file=sys.stderr, flush=True)
-
-    app = FastAPI(title="metricad", version=metricad.__version__, lifespan=lifespan,
+    service = Service(target, limits, device, runtime, scorer, threads or default_threads(limits.max_batch), api_key)
+    app = FastAPI(title="metricad", version=metricad.__version__, lifespan=service.lifespan,
                   description="Image anomaly scoring: each image's anomaly score (the mean of the model's experts, "
                               "each z-scored on normal images). Higher score = more anomalous; label 'anomaly' "
                               "when score > threshold.")
+    _add_guard(app, service)
+    _add_model_routes(app, service)
+    _add_score_route(app, service)
+    return app
 
+
+def _add_guard(app: FastAPI, service: Service) -> None:
+    """The API key on every route but the open ones, and every request counted by its route and status."""
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
         start = time.perf_counter()
-        if request.url.path not in OPEN_ROUTES and not authorized(request.headers.get("authorization"), api_key):
+        if request.url.path not in OPEN_ROUTES and not authorized(request.headers.get("authorization"),
+                                                                  service.api_key):
             response = Response('{"detail": "missing or wrong API key: send Authorization: Bearer KEY"}', 401,
                                 {"WWW-Authenticate": "Bearer"}, media_type="application/json")
         else:
@@ -154,56 +179,57 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
         # The route's template, not the raw path: a scan of random paths must not grow the label set.
         route = getattr(request.scope.get("route"), "path", None) or (
             request.url.path if request.url.path in {r.path for r in app.routes} else "unmatched")
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        service.metrics.requests.labels(route, str(response.status_code)).inc()
+        service.metrics.latency.labels(route).observe(time.perf_counter() - start)
         return response
 
-    def ready_scorer():
-        if state["error"]:
-            raise HTTPException(503, f"the model failed to load: {state['error']}")
-        if state["scorer"] is None or "batcher" not in state:
-            raise HTTPException(503, "the model is still loading")
-        return state["scorer"]
 
+def _add_model_routes(app: FastAPI, service: Service) -> None:
     @app.get("/health", summary="200 once the model is loaded and ready to score, 503 before")
     async def health():
-        ready_scorer()
+        service.ready_scorer()
         return {"status": "ready"}
 
     @app.get("/info", summary="the model, its threshold, and the service's limits",
              responses={401: {"description": "missing or wrong API key"}})
     async def info():
-        scorer = ready_scorer()
+        scorer = service.ready_scorer()
         channels, (height, width) = scorer.input_spec
         return {"metricad_version": metricad.__version__, "model_id": scorer.model_id, **scorer.describe(),
                 "input": {"channels": channels, "height": height, "width": width},
-                "threshold": scorer.offset_, "limits": asdict(limits)}
+                "threshold": scorer.offset_, "limits": asdict(service.limits)}
 
     @app.get("/metrics", summary="Prometheus metrics: requests, latency, batch sizes, images scored and flagged",
              response_class=PlainTextResponse, responses={401: {"description": "missing or wrong API key"}})
     async def prometheus_metrics():
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": {
-        "required": True, "description": "multipart files (any field name, repeatable) or one raw image",
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-                "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-        responses={400: {"description": "not a readable image, or no image"},
+
+SCORE_BODY = {"required": True, "description": "multipart files (any field name, repeatable) or one raw image",
+              "content": {
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+                      "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
+                  "image/png": {"schema": {"type": "string", "format": "binary"}},
+                  "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+SCORE_RESPONSES = {400: {"description": "not a readable image, or no image"},
                    401: {"description": "missing or wrong API key"}, 413: {"description": "too large"},
                    415: {"description": "content type not accepted"},
-                   503: {"description": "model not ready, or shutting down"}})
+                   503: {"description": "model not ready, or shutting down"}}
+
+
+def _add_score_route(app: FastAPI, service: Service) -> None:
+    limits = service.limits
+
+    @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": SCORE_BODY},
+              responses=SCORE_RESPONSES)
     async def score(request: Request, map: str | None = None):  # noqa: A002 - the query parameter's name
         start = time.perf_counter()
-        scorer = ready_scorer()
+        scorer = service.ready_scorer()
         if map is not None and map not in MAP_KINDS:
             raise HTTPException(400, f"map={map!r}: ask for one of {', '.join(MAP_KINDS)}")
         if map is not None and not getattr(scorer, "has_map", False):
-            raise HTTPException(400, f"map={map}: score {scorer.score!r} has no anomaly map (only a patch-level "
-                                     "expert, patch, locates defects)")
+            raise HTTPException(400, str(no_map_error(scorer.score, f"map={map}: ")))
         body = await _read_body(request, limits.max_body_bytes)
         files = await _uploaded_images(request, body, limits)
         if len(files) > limits.max_files:
@@ -211,11 +237,11 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
         if map is not None:
             if len(files) != 1:
                 raise HTTPException(400, f"map={map} answers with one picture: send one image, not {len(files)}")
-            return await _map_response(scorer, files[0], map, start)
+            return await _map_response(service, scorer, files[0], map, start)
         channels, size = scorer.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]
-            results = await asyncio.gather(*(state["batcher"].submit(image) for image in images))
+            results = await asyncio.gather(*(service.batcher.submit(image) for image in images))
         except BadImage as exc:
             raise HTTPException(exc.status_code, str(exc)) from exc
         except ShuttingDown as exc:
@@ -227,25 +253,23 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
                             for (name, _), r, flag in zip(files, results, flagged)]}
 
-    async def _map_response(scorer, file: tuple[str, bytes], kind: str, start: float) -> Response:
-        """One image's map (16-bit PNG), defect mask or overlay at the file's resolution; the score in headers.
-        Scored on its own, not in the micro-batch: a map request is one image and its picture."""
-        name, data = file
-        channels = scorer.input_spec[0]
-        try:
-            original = decode_image(data, None, channels, limits.max_pixels, name)  # once, at its own size
-        except BadImage as exc:
-            raise HTTPException(exc.status_code, str(exc)) from exc
-        png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, original, kind)
-        metrics.scored.labels(scorer.model_id).inc()
-        metrics.flagged.labels(scorer.model_id).inc(int(flagged))
-        return Response(png, media_type="image/png", headers={
-            "X-Metricad-Score": f"{score:.6f}", "X-Metricad-Label": "anomaly" if flagged else "normal",
-            "X-Metricad-Threshold": f"{scorer.offset_:.6f}", "X-Metricad-Pixel-Threshold": f"{scorer.pixel_offset_:.6f}",
-            "X-Metricad-Defect-Pixels": str(defect), "X-Metricad-Model-Id": scorer.model_id,
-            "X-Metricad-Request-Ms": f"{1000 * (time.perf_counter() - start):.2f}"})
 
-    return app
+async def _map_response(service: Service, scorer, file: tuple[str, bytes], kind: str, start: float) -> Response:
+    """One image's map (16-bit PNG), defect mask or overlay at the file's resolution; the score in headers.
+    Scored on its own, not in the micro-batch: a map request is one image and its picture."""
+    name, data = file
+    try:
+        original = decode_image(data, None, scorer.input_spec[0], service.limits.max_pixels, name)  # its own size
+    except BadImage as exc:
+        raise HTTPException(exc.status_code, str(exc)) from exc
+    png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, original, kind)
+    service.metrics.scored.labels(scorer.model_id).inc()
+    service.metrics.flagged.labels(scorer.model_id).inc(int(flagged))
+    return Response(png, media_type="image/png", headers={
+        "X-Metricad-Score": f"{score:.6f}", "X-Metricad-Label": "anomaly" if flagged else "normal",
+        "X-Metricad-Threshold": f"{scorer.offset_:.6f}", "X-Metricad-Pixel-Threshold": f"{scorer.pixel_offset_:.6f}",
+        "X-Metricad-Defect-Pixels": str(defect), "X-Metricad-Model-Id": scorer.model_id,
+        "X-Metricad-Request-Ms": f"{1000 * (time.perf_counter() - start):.2f}"})
 
 
 def map_picture(scorer, original, kind: str) -> tuple[bytes, float, bool, int]:
@@ -257,13 +281,11 @@ def map_picture(scorer, original, kind: str) -> tuple[bytes, float, bool, int]:
     from PIL import Image
 
     from metricad.data.images import resized
-    from metricad.localization import map_png, mask_png, overlay, to_size
+    from metricad.localization import at_file_size, map_png, mask_png, overlay
 
     channels, size = scorer.input_spec
     scores, maps = scorer.score_with_maps(resized(original, size, channels)[None])
-    height, width = original.shape[-2:]
-    full = to_size(maps[0], (height, width))
-    mask = scorer.predict_masks(scores, full[None])[0]
+    full, mask = at_file_size(scorer, scores[0], maps[0], original.shape[-2:])
     if kind == "png":
         picture = map_png(full, scorer.pixel_offset_)
     elif kind == "mask":

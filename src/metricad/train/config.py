@@ -23,7 +23,8 @@ def scored(config: TrainConfig, score: str | None = None) -> TrainConfig:
 
 
 def checked(config: TrainConfig) -> TrainConfig:
-    """Refuse a recipe that cannot train, naming the option (before anything is loaded or written)."""
+    """Refuse a recipe that cannot train, naming the option (before anything is loaded or written): the recipe's
+    own values, its loss, and its score (parsed here, where a recipe's text enters)."""
     config.validate()
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,23 @@ def _for_ranks(step: TrainingStep, config: TrainConfig, y_all: torch.Tensor, nor
     return nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+@dataclass
+class Training:
+    """Everything one training run steps: the data as model input, the model, its loss, the optimisation, and the
+    seeded generator that draws every epoch's order and augmentation (its state is checkpointed)."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_batch: bool  # the scheduler steps after every batch (else after every epoch)
+    step_module: nn.Module  # model and loss as one module, DDP-wrapped under torchrun
+    x_all: torch.Tensor
+    y_all: torch.Tensor
+    generator: torch.Generator
+    steps: int  # batches per epoch
+
+
 def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray, device=None,
                     log_path: Path | None = None, progress: bool = True, normal_label: int | None = None,
                     return_loss: bool = False, checkpoint_path: Path | None = None, on_epoch_end=None):
@@ -130,6 +148,21 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     if config.epochs == 0:  # a pretrained backbone as it is (TrainConfig.epochs)
         model = create_model(config.model, **config.model_kwargs).eval()
         return (model, [], None) if return_loss else (model, [])
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    training = _start(config, images, labels, normal_label, device)
+    history, first_epoch = _resume(training, config, checkpoint_path, log_path, progress)
+    for epoch in range(first_epoch, config.epochs):
+        record = _train_epoch(training, config, epoch, device, checkpoint_path, progress)
+        history.append(record)
+        _end_epoch(training, config, record, history, log_path, checkpoint_path, progress, on_epoch_end)
+    model = _finish(training, config, normal_label, device)
+    return (model, history, training.criterion.eval()) if return_loss else (model, history)
+
+
+def _start(config: TrainConfig, images, labels, normal_label, device) -> Training:
+    """The training data (with synthetic defects and shifted negatives as classes of their own), a fresh model,
+    its loss and optimisation, in the order that fixes the seeded initialisations."""
     images, labels = add_defect_classes(images, labels, normal_label, config.defects, config.seed)
     if len(np.unique(labels)) < 2 and not config.negatives:
         raise ValueError("nothing to tell the normal images from: give reference images (--reference-dir), "
@@ -137,7 +170,6 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
                          "pretrained backbone as it is")
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {config.batch_size}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(config.model, **config.model_kwargs).to(device)
     x_all = to_model_input(images, model.in_channels, model.input_size)  # float [0, 1], checked once
     x_all, y_all = add_shifted_negatives(x_all, torch.as_tensor(labels, dtype=torch.long), normal_label,
@@ -149,69 +181,88 @@ def train_embedding(config: TrainConfig, images: np.ndarray, labels: np.ndarray,
     steps = len(x_all) // config.batch_size
     scheduler, per_batch = make_scheduler(config, optimizer, steps)
     step_module = _for_ranks(TrainingStep(model, criterion), config, y_all, normal_label, device)
+    return Training(model, criterion, optimizer, scheduler, per_batch, step_module, x_all, y_all, generator, steps)
+
+
+def _resume(training: Training, config: TrainConfig, checkpoint_path, log_path, progress: bool):
+    """``(history, first epoch)``: from the checkpoint at ``checkpoint_path`` if there is one, else a fresh start."""
+    if checkpoint_path is None or not Path(checkpoint_path).exists():
+        return [], 0
+    state = load_checkpoint(checkpoint_path, training.model, training.criterion, training.optimizer,
+                            training.generator)
+    # The optimizer's saved lr is already the one for the next step; the scheduler only needs its count.
+    training.scheduler.last_epoch = state.epoch * training.steps if training.per_batch else state.epoch
+    if log_path is not None and distributed.is_main():  # the log may hold an epoch finished after the checkpoint
+        Path(log_path).write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    if progress and distributed.is_main():
+        tqdm.write(f"resuming from {checkpoint_path} after epoch {state.epoch}/{config.epochs}")
+    return state.history, state.epoch
+
+
+def _train_epoch(training: Training, config: TrainConfig, epoch: int, device, checkpoint_path,
+                 progress: bool) -> dict:
+    """One pass over the training data in the epoch's seeded order; returns the epoch's log record."""
+    t = training
+    t.model.train()
+    order = epoch_order(t.y_all, t.generator)
+    loss_sum, start = 0.0, time.perf_counter()
+    bar = tqdm(range(t.steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=1.0,
+               disable=None if progress and distributed.is_main() else True)  # None: a bar on a terminal only
+    for step in bar:
+        idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        x, y = random_shift(t.x_all[idx], config.shift, t.generator), t.y_all[idx]  # the global batch, every rank
+        mine = distributed.local_batch(torch.arange(len(idx)), y)  # this rank's share of it
+        loss = t.step_module(x[mine].to(device), y[mine].to(device))
+        if not torch.isfinite(loss):
+            kept = (f"; the last good checkpoint (epoch {epoch}) is kept in {checkpoint_path}"
+                    if checkpoint_path is not None and epoch > 0 else "")
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
+                                     f"lower the learning rate{kept}")
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = t.optimizer.param_groups[0]["lr"]
+        t.optimizer.step()
+        if t.per_batch:
+            t.scheduler.step()
+        loss_sum += loss.item()
+        if progress and step % 20 == 19:
+            rate = (step + 1) * config.batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", img_s=f"{rate:.0f}", refresh=False)
+    if not t.per_batch:
+        t.scheduler.step()
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch + 1, "loss": loss_sum / t.steps, "seconds": seconds,
+            "images_per_second": t.steps * config.batch_size / seconds, "lr": lr}  # lr: of the epoch's last step
+
+
+def _end_epoch(training: Training, config: TrainConfig, record: dict, history: list, log_path, checkpoint_path,
+               progress: bool, on_epoch_end) -> None:
+    """After an epoch: its checkpoint, a barrier no rank passes before it exists, its log line, the callback."""
     main = distributed.is_main()
-    history, first_epoch = [], 0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, model, criterion, optimizer, generator)
-        history, first_epoch = state.history, state.epoch
-        # The optimizer's saved lr is already the one for the next step; the scheduler only needs its count.
-        scheduler.last_epoch = first_epoch * steps if per_batch else first_epoch
-        if log_path is not None and main:  # the log may hold an epoch finished after the checkpoint: rewrite it
-            Path(log_path).write_text("".join(json.dumps(r) + "\n" for r in history))
-        if progress and main:
-            tqdm.write(f"resuming from {checkpoint_path} after epoch {first_epoch}/{config.epochs}")
-    for epoch in range(first_epoch, config.epochs):
-        model.train()
-        order = epoch_order(y_all, generator)
-        loss_sum, start = 0.0, time.perf_counter()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=None if progress and main else True,  # None: tqdm draws the bar on a terminal only
-                   mininterval=1.0)
-        for step in bar:
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x, y = random_shift(x_all[idx], config.shift, generator), y_all[idx]  # the global batch, every rank
-            mine = distributed.local_batch(torch.arange(len(idx)), y)  # this rank's share of it
-            loss = step_module(x[mine].to(device), y[mine].to(device))
-            if not torch.isfinite(loss):
-                kept = (f"; the last good checkpoint (epoch {epoch}) is kept in {checkpoint_path}"
-                        if checkpoint_path is not None and epoch > 0 else "")
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
-                                         f"lower the learning rate{kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            if per_batch:
-                scheduler.step()
-            loss_sum += loss.item()
-            if progress and step % 20 == 19:
-                rate = (step + 1) * config.batch_size / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}", img_s=f"{rate:.0f}", refresh=False)
-        if not per_batch:
-            scheduler.step()
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": seconds,
-                  "images_per_second": steps * config.batch_size / seconds, "lr": lr}  # lr: of the epoch's last step
-        history.append(record)
-        if checkpoint_path is not None and main:
-            save_checkpoint(checkpoint_path, epoch + 1, history, model, criterion, optimizer, generator)
-        distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
-        if progress and main:
-            tqdm.write(f"epoch {record['epoch']}/{config.epochs}  loss {record['loss']:.4f}  "
-                       f"{record['images_per_second']:.0f} img/s  {seconds:.1f} s")
-        if log_path is not None and main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if on_epoch_end is not None:
-            model.eval()
-            with torch.no_grad():
-                on_epoch_end(record, model)
+    if checkpoint_path is not None and main:
+        save_checkpoint(checkpoint_path, record["epoch"], history, training.model, training.criterion,
+                        training.optimizer, training.generator)
+    distributed.barrier()  # no rank runs ahead of the checkpoint it could be resumed from
+    if progress and main:
+        tqdm.write(f"epoch {record['epoch']}/{config.epochs}  loss {record['loss']:.4f}  "
+                   f"{record['images_per_second']:.0f} img/s  {record['seconds']:.1f} s")
+    if log_path is not None and main:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    if on_epoch_end is not None:
+        training.model.eval()
+        with torch.no_grad():
+            on_epoch_end(record, training.model)
+
+
+def _finish(training: Training, config: TrainConfig, normal_label, device) -> nn.Module:
+    """The trained model in eval mode: one plain model under torchrun too, with a CosFace/ArcFace loss's class
+    centres kept in it."""
+    model = training.model
     if distributed.world() > 1:  # rank 0's statistics everywhere; SyncBatchNorm back to BatchNorm
         distributed.broadcast_buffers(model)
         trained, model = model, create_model(config.model, **config.model_kwargs).to(device)
         model.load_state_dict(trained.state_dict())
     if loss_entry(config.loss).centres and normal_label is not None:
-        model.set_class_centres(criterion.loss.W, normal_label)
-    if return_loss:
-        return model.eval(), history, criterion.eval()
-    return model.eval(), history
+        model.set_class_centres(training.criterion.loss.W, normal_label)
+    return model.eval()

@@ -21,6 +21,7 @@ from metricad.files import write_json
 from metricad.layout import Layout
 from metricad.recipe import TrainConfig
 from metricad.scoring.spec import AUTO
+from metricad.thresholds import threshold_request
 from metricad.train.config import checked
 
 
@@ -29,13 +30,14 @@ def train_run(out, config: TrainConfig, source, threshold: dict | None = None, d
     """Train on the images of ``source`` (``metricad.data.sources``: Fashion-MNIST classes, image folders, ...)
     and write the run ``out``.
 
-    ``threshold``: ``{"mode": "contamination" | "fpr" | "f1", "contamination"/"target_fpr": ...}``; a mode other
-    than contamination, like ``config.score == "auto"``, needs the source's labelled validation images."""
+    ``threshold``: ``{"mode": "contamination" | "fpr" | "f1", "contamination": ..., "target_fpr": ...}``
+    (``metricad.thresholds.threshold_request``; the default where a key is left out); a mode other than
+    contamination, like ``config.score == "auto"``, needs the source's labelled validation images."""
     out = run_dir.check_new(out, overwrite)
     checked(config)
     device = distributed.init(device) or device
-    threshold = dict(threshold or {"mode": "contamination"})
-    source.check(config.score == AUTO, threshold["mode"])
+    threshold = threshold_request(**(threshold or {}))
+    source.check(config.score == AUTO, threshold)
     config = source.adapt(config)
     split, skipped = source.load()  # fails early (no data, bad classes) before anything is written
     if skipped:
@@ -96,10 +98,13 @@ def train_members(config: TrainConfig, split, work: Path | None = None, device=N
 
 def fit_detector(models, split, score: str, threshold: dict | None = None, device=None, **params):
     """The detector of trained ``models`` on ``split``: anchors, experts normalised on the held-out normal images
-    (if any), and the threshold (``threshold``: a mode needing the labelled validation images sets it there).
+    (if any), and the threshold (``threshold``, ``metricad.thresholds.threshold_request``: its contamination
+    sets the quantile of normal scores; a mode needing the labelled validation images sets it there).
     ``score="auto"``: the labelled validation images choose the score and set the threshold."""
     from metricad.detector import Detector
 
+    threshold = threshold_request(**(threshold or {}))
+    params = {"contamination": threshold["contamination"]} | params
     if score == AUTO:
         from metricad import selection
 
@@ -110,7 +115,6 @@ def fit_detector(models, split, score: str, threshold: dict | None = None, devic
             split.anchor_images, split.holdout_images)
         return selection.select(union, split.val_images, split.val_is_anomaly)[0]
     detector = Detector(models, score=score, device=device, **params).fit(split.anchor_images, split.holdout_images)
-    threshold = dict(threshold or {"mode": "contamination"})
     if split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):
         detector.calibrate(split.val_images, split.val_is_anomaly, **threshold)
     return detector

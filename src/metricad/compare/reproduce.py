@@ -19,11 +19,13 @@ ORIGINAL_AUC = 0.9066  # the 2019 post, sneaker vs ankle boot
 
 
 def reproduce(out, config, normal: int = 7, anomaly: int = 9, limit=None, data_dir=None, device=None,
-              overwrite: bool = False, val_anomalies: int = 0, val_seed: int = 0) -> list[str]:
-    """Run the whole job into the run directory ``out``; returns the summary lines it prints."""
+              overwrite: bool = False, val_anomalies: int = 0, val_seed: int = 0,
+              detector_params: dict | None = None) -> list[str]:
+    """Run the whole job into the run directory ``out``; returns the summary lines it prints.
+    ``detector_params``: the run's detector options (``index``, a coreset of anchors)."""
     start = time.perf_counter()
     source = FashionMNIST(normal, anomaly, limit, data_dir, val_anomalies, val_seed)
-    path = train_run(out, config, source, device=device, overwrite=overwrite)
+    path = train_run(out, config, source, detector_params=detector_params, device=device, overwrite=overwrite)
     run, split, metrics, scores = evaluate_run(path, data_dir, device)
     # The original's anchor counts, from all the run has (5,400 when 10 % of the 6,000 sneakers are held out).
     anchor_counts = [len(split.anchor_images)] + [n for n in ORIGINAL_ANCHOR_COUNTS if n < len(split.anchor_images)]

@@ -18,7 +18,7 @@ from metricad.data.folders import read_labelled_dir
 from metricad.data.masks import mask_path, read_mask
 from metricad.evaluate.image_metrics import evaluate
 from metricad.evaluate.pixel_metrics import mask_overlap, pixel_metrics
-from metricad.localization import to_size
+from metricad.localization import at_file_size, require_map
 
 CHUNK = 64  # images scored with their maps at a time
 
@@ -53,18 +53,19 @@ def true_masks(paths: list[Path], types: list[str], mask_dir) -> list[np.ndarray
 
 
 def localize(detector, test_dir, mask_dir, skip_bad_files: bool = False) -> Localization:
-    if not detector.has_map:
-        raise ValueError(f"--mask-dir: score {detector.score!r} has no anomaly map to compare with masks; only a "
-                         "patch-level expert (patch) locates defects (--score patch)")
+    require_map(detector, "--mask-dir: ")
     channels, size = detector.input_spec
     test = read_labelled_dir(test_dir, size, channels, skip_bad_files)
     types = [path.relative_to(test_dir).parts[0] for path in test.paths]
     masks = true_masks(test.paths, types, mask_dir)
-    scores, maps = [], []
+    scores, maps, predicted = [], [], []
     for start in range(0, len(test.images), CHUNK):
         chunk_scores, chunk_maps = detector.score_with_maps(test.images[start:start + CHUNK])
         scores.append(chunk_scores)
-        maps += [to_size(m, mask.shape) for m, mask in zip(chunk_maps, masks[start:start + CHUNK])]
+        for score, small, mask in zip(chunk_scores, chunk_maps, masks[start:start + CHUNK]):
+            full, predicted_mask = at_file_size(detector, score, small, mask.shape)
+            maps.append(full)
+            predicted.append(predicted_mask)
     scores = np.concatenate(scores)
     metrics, _ = evaluate(detector, test.images, test.is_anomaly, scores=scores)
     pixels, curves = pixel_metrics(maps, masks)
@@ -72,7 +73,6 @@ def localize(detector, test_dir, mask_dir, skip_bad_files: bool = False) -> Loca
     by_type = {kind: float(roc_auc_score(np.r_[np.zeros(good.sum()), np.ones(np.sum(np.array(types) == kind))],
                                          np.r_[scores[good], scores[np.array(types) == kind]]))
                for kind in dict.fromkeys(types) if kind != "good"}
-    predicted = [detector.predict_masks(np.array([s]), m[None])[0] for s, m in zip(scores, maps)]
     metrics |= pixels | {"auc_by_type": by_type, "pixel_threshold": detector.pixel_offset_,
                          "pixel_threshold_set_on": detector.pixel_threshold_set_on_,
                          "pixel_at_threshold": mask_overlap(predicted, masks), "mask_dir": str(mask_dir)}

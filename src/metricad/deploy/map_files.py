@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metricad.localization import overlay, to_size, write_map
+from metricad.localization import at_file_size, overlay, require_map, write_map
 
 CHUNK = 32  # images decoded, scored and written at a time: memory stays flat over a folder of any size
 
@@ -28,18 +28,12 @@ class Located:
     mask: np.ndarray  # bool, same shape
 
 
-def check_map_scorer(scorer) -> None:
-    if not getattr(scorer, "has_map", False):
-        raise ValueError(f"score {scorer.score!r} has no anomaly map: only a patch-level expert (patch) locates "
-                         "defects; train the run with --score patch (the folder default, --preset inspection, has it)")
-
-
 def locate(scorer, files: list[str], chunk: int = CHUNK):
     """Yield a ``Located`` and the file at its own size (grey ``(H, W)`` or RGB ``(H, W, 3)``, for the overlay)
     per file, ``chunk`` files per scoring call; each file is decoded once."""
     from metricad.data.images import read_image, resized
 
-    check_map_scorer(scorer)
+    require_map(scorer)
     channels, size = scorer.input_spec
     for start in range(0, len(files), chunk):
         names = files[start:start + chunk]
@@ -48,8 +42,7 @@ def locate(scorer, files: list[str], chunk: int = CHUNK):
         flagged = scorer.predict_scores(scores).astype(bool)
         for name, original, score, is_anomaly, small in zip(names, originals, scores, flagged, maps):
             original = original if original.ndim == 2 else original.transpose(1, 2, 0)
-            full = to_size(small, original.shape[:2])
-            mask = scorer.predict_masks(np.array([score]), full[None])[0]
+            full, mask = at_file_size(scorer, score, small, original.shape[:2])
             yield Located(name, float(score), bool(is_anomaly), full, mask), original
 
 
