@@ -74,7 +74,8 @@ def main() -> None:
                 ms = 1000 * seconds / len(images)
                 rows.append({"model": name, "members": args.members, "runtime": runtime, "score": args.score,
                              "batch_size": batch_size,
-                             "anchors": args.anchors, "ms_per_image": ms, "images_per_second": 1000 / ms, "mflops_per_image": flops / 1e6,
+                             "anchors": args.anchors, "ms_per_image": ms, "images_per_second": 1000 / ms,
+                             "mflops_per_image": flops / 1e6,
                              "model_gflops_per_second": flops / 1e6 / ms})
                 print(json.dumps(rows[-1]), flush=True)
     print()

@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def main() -> None:
     for n in [int(v) for v in args.anchors.split(",")]:
         anchors = clustered(n, args.dim, centres, rng)
         candidates = {"exact (torch)": ExactIndex, "faiss-flat": lambda: FaissIndex("flat"),
-                      "faiss-ivf": lambda: FaissIndex("ivf", nlist=max(16, int(np.sqrt(n))), nprobe=16),
+                      "faiss-ivf": partial(FaissIndex, "ivf", nlist=max(16, int(np.sqrt(n))), nprobe=16),
                       "faiss-hnsw": lambda: FaissIndex("hnsw", m=32, ef_search=128)}
         truth = None
         for name, make in candidates.items():
@@ -54,7 +55,8 @@ def main() -> None:
             truth = found if truth is None else truth  # the first index is the exact one
             rows.append({"anchors": n, "queries": len(queries), "index": name, "build_seconds": build_s,
                          "batch_size": args.batch_size,
-                         "ms_per_batch": 1000 * statistics.median(times), "recall_at_1": float(np.mean(found == truth))})
+                         "ms_per_batch": 1000 * statistics.median(times),
+                         "recall_at_1": float(np.mean(found == truth))})
             print(json.dumps(rows[-1]), flush=True)
     print()
     print(f"| anchors | index | build s | ms per batch of {args.batch_size} | recall@1 vs exact |")

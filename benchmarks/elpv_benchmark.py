@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from result_rows import keep
 from sklearn.metrics import roc_auc_score
 
 from metricad.compare.baselines import PCAReconstruction, RawPixelKNN
@@ -35,7 +36,6 @@ from metricad.data.folders import read_images
 from metricad.data.images import list_image_files
 from metricad.deploy.bundle import Bundle
 from metricad.evaluate.timing import time_scoring
-from result_rows import keep
 
 METRICAD = [sys.executable, "-m", "metricad"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from result_rows import keep
 from sklearn.metrics import roc_auc_score
 
 from metricad.data.defects import DEFECTS
@@ -32,7 +33,6 @@ from metricad.evaluate.timing import time_scoring
 from metricad.recipe import PRESETS
 from metricad.run import open_run
 from metricad.train.pipeline import train_run
-from result_rows import keep
 
 VAL_FRACTION, SPLIT_SEED = 0.2, 1
 BASE = PRESETS["inspection"]

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from metricad.cli import main as metricad
 from result_rows import keep
+
+from metricad.cli import main as metricad
 
 
 def check(name: str, train_args: list[str], good_dir: Path, work: Path, real_test: Path | None = None) -> dict:

@@ -1,7 +1,8 @@
 """Issue 29's bounded research: the anomaly map's Gaussian smoothing (sigma in model-input pixels), chosen on a
 validation split of ELPV's *training* good cells with synthetic defects (at the folder default's 320 px input; the
-library keeps the chosen sigma as a fraction of the input's shorter side, ``scoring.maps.MAP_SIGMA_FRACTION``) (no anomaly seen; the rule is in
-docs/decisions.md, 2026-12-02). The image scores do not depend on it, so one run per kind serves every sigma.
+library keeps the chosen sigma as a fraction of the input's shorter side, ``scoring.maps.MAP_SIGMA_FRACTION``) (no
+anomaly seen; the rule is in docs/decisions.md, 2026-12-02). The image scores do not depend on it, so one run per
+kind serves every sigma.
 
     python benchmarks/map_validation.py --elpv DIR --out results.json
 

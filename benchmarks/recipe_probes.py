@@ -26,11 +26,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from metricad.data import load_fashion_mnist, make_split, validation_split
-from metricad.train.pipeline import fit_detector, train_members
 from metricad.losses import loss_entry
 from metricad.recipe import PRESETS, TrainConfig, parse_setting
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.spec import ScoreSpec
+from metricad.train.pipeline import fit_detector, train_members
 
 # (normal, anomaly, stand-in) triples: five pairs, each with a close stand-in from its own reference classes (a
 # far one scores 1.000 for every candidate and tells nothing). Each trains without its anomaly and its stand-in.

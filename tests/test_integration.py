@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from metricad.data import DataNotFoundError, load_split
-from metricad.train.pipeline import fit_detector, train_members
 from metricad.recipe import PRESETS
+from metricad.train.pipeline import fit_detector, train_members
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from metricad.data import load_fashion_mnist, make_split
-from metricad.train.pipeline import fit_detector, train_members
 from metricad.recipe import PRESETS
+from metricad.train.pipeline import fit_detector, train_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import recipe_probes  # noqa: E402  (a script, importable from its folder)

@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 from metricad import PRESETS, Detector, open_run
 from metricad.data import load_split
 from metricad.evaluate.explain import explain
-from metricad.train.pipeline import train_members
 from metricad.run import write_run
+from metricad.train.pipeline import train_members
 
 
 def main(data_dir=None, limit=None, epochs=None, out="runs/api-example"):

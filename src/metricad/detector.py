@@ -34,7 +34,7 @@ FIT_BATCH_PIXELS = 1 << 22
 
 
 class NotFittedError(RuntimeError):
-    pass
+    """A fitted attribute was asked of a detector that was never fitted."""
 
 
 class Detector(BaseEstimator):
@@ -51,9 +51,8 @@ class Detector(BaseEstimator):
         model's embeddings, PatchCore's: fewer anchors that still cover the normal images).
     contamination : expected fraction of anomalies among normal-looking data; ``offset_`` is the
         ``1 - contamination`` quantile of the normal images' scores (held-out ones, else the anchors' leave-one-out).
-    pixel_contamination : the share of a normal image's map above the pixel threshold ``pixel_offset_`` (the
-        ``1 - pixel_contamination`` quantile of normal map values); apart from ``contamination``, so that flagging
-        more images does not also widen every defect mask.
+    pixel_contamination : the share of normal map values above the pixel threshold ``pixel_offset_``; apart from
+        ``contamination``, so that flagging more images does not also widen every defect mask.
     random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
     fmap_dim : the feature-map expert's projected dimension.
     bank_size : the patch expert's memory bank: at most this many normal patches (a greedy k-center coreset).
@@ -146,10 +145,9 @@ class Detector(BaseEstimator):
         batch = max(1, min(self.batch_size, FIT_BATCH_PIXELS // int(x.shape[2] * x.shape[3])))
         fitted = [fit_experts(model, {key: build_expert(key, **self.expert_params) for key in spec.keys}, x, batch,
                               self.device_) for model in self.models]
-        self.graph_ = ScoringGraph.assemble(self.models, fitted,
-                                            spec).to(self.device_).eval()
-        self.holdout_images_ = None if holdout_images is None or not len(holdout_images) else np.asarray(
-            holdout_images)
+        self.graph_ = ScoringGraph.assemble(self.models, fitted, spec).to(self.device_).eval()
+        held = holdout_images is not None and len(holdout_images) > 0
+        self.holdout_images_ = np.asarray(holdout_images) if held else None
         self.normal_parts_ = self._normal_parts()
         self.graph_.combiner.fit(self.normal_parts_.to(self.device_))
         self._start_runtime()

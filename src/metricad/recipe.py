@@ -133,8 +133,8 @@ PRESETS = {
                         optimizer="sgd", lr=1e-3, momentum=0.9, lr_milestones=[25, 45], lr_gamma=0.1, shift=0),
     # The image-folder default (good images alone, real resolution: shorter side 320 px, data.folders):
     # EfficientNet-Lite0 with its ImageNet weights, not trained, scored patch by patch against a memory bank of
-    # 4,096 normal patches (PatchCore), z-scored on 10 % of the good images held out. Chosen on held-out good images with synthetic defects, never on a
-    # real defect: docs/decisions.md, 2026-12-02.
+    # 4,096 normal patches (PatchCore), z-scored on 10 % of the good images held out. Chosen on held-out good images
+    # with synthetic defects, never on a real defect: docs/decisions.md, 2026-12-02.
     "inspection": TrainConfig(model="efficientnet-lite0", model_kwargs={"weights": "imagenet"}, epochs=0,
                               loss="batch-hard", score="patch", holdout=0.1),
 }

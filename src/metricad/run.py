@@ -142,7 +142,8 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
     graph = ScoringGraph.assemble(models, experts, spec, combiner, smoothing)
     return Detector.from_fitted(prototype.get_params(), graph,
                                 tensors["normal_images"].numpy(), tensors["anchor_indices"].numpy(), holdout,
-                                tensors["normal_parts"], offset=facts["offset"], threshold_set_on=facts["threshold_set_on"],
+                                tensors["normal_parts"], offset=facts["offset"],
+                                threshold_set_on=facts["threshold_set_on"],
                                 selection=facts.get("selection"), pixel_offset=facts.get("pixel_offset"),
                                 pixel_threshold_set_on=facts.get("pixel_threshold_set_on"))
 

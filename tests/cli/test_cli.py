@@ -64,7 +64,23 @@ def test_evaluate_prints_auc_and_writes_metrics(trained_run, fake_fashion_dir, c
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert f"AUC {metrics['auc']:.4f}" in out
     assert metrics["n_anchors"] == 20 and metrics["k"] == 2
-    assert metrics["auc"] > 0.9  # the synthetic classes are trivially separable
+    # What evaluate measured is the run with 20 anchors and k = 2 on the test images of classes 7 and 9, read
+    # here from the IDX files themselves; k = 1 (a control) sets another threshold, so the options took effect.
+    import gzip
+
+    from sklearn.metrics import roc_auc_score
+
+    def idx(name, header):  # the IDX format by hand: a header, then uint8 values
+        return np.frombuffer(gzip.open(fake_fashion_dir / name).read()[header:], np.uint8)
+
+    test_images = idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+    test_labels = idx("t10k-labels-idx1-ubyte.gz", 8)
+    kept = np.isin(test_labels, (7, 9))
+    chosen = open_run(trained_run, device="cpu", n_anchors=20, k=2).detector
+    scores = chosen.score_samples(test_images[kept])
+    assert metrics["auc"] == pytest.approx(roc_auc_score(test_labels[kept] == 9, scores), abs=1e-9)
+    assert metrics["threshold"] == pytest.approx(chosen.offset_, abs=1e-9)
+    assert chosen.offset_ != pytest.approx(open_run(trained_run, device="cpu", n_anchors=20).detector.offset_)
     assert main(["evaluate", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", "20",
                  "--anchor-sampling", "random", "--anchor-seed", "1"]) == 0
     assert json.loads((trained_run / "metrics.json").read_text())["n_anchors"] == 20
@@ -139,7 +155,8 @@ def test_benchmark_writes_both_tables(trained_run, fake_fashion_dir, capsys):
     out = capsys.readouterr().out
     assert "Batch size 1 " in out and "Batch size 20 " in out
     anchors = len(open_run(trained_run).detector.normal_images_)  # the normal images the run keeps
-    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors", str(anchors + 1)]) == 2
+    assert main(["benchmark", str(trained_run), "--data-dir", str(fake_fashion_dir), "--anchors",
+                 str(anchors + 1)]) == 2
 
 
 def test_reproduce_end_to_end(tmp_path, fake_fashion_dir, capsys):
@@ -149,7 +166,8 @@ def test_reproduce_end_to_end(tmp_path, fake_fashion_dir, capsys):
     out = capsys.readouterr().out
     assert "metricad AUC sneaker (normal) vs ankle boot (anomaly)" in out
     assert all(name in out for name in ("raw-pixels", "pca", "iforest"))
-    assert {"figure.png", "metrics.json", "benchmark.json", "benchmark.md", "report.html"} <= {p.name for p in run.iterdir()}
+    written = {p.name for p in run.iterdir()}
+    assert {"figure.png", "metrics.json", "benchmark.json", "benchmark.md", "report.html"} <= written
     assert main(["reproduce", "--out", str(run), "--data-dir", str(fake_fashion_dir)]) == 2  # never clobbers
     assert "already exists" in capsys.readouterr().err
 
@@ -269,3 +287,23 @@ def test_compare_reuses_rows_of_an_unchanged_configuration_only(tmp_path, fake_f
         assert main(["compare", "--out", str(tmp_path / "c"), "--data-dir", str(fake_fashion_dir), *small,
                      "--reuse", str(earlier)]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, named", [
+    (["score", "run", "x.png", "--chunk-size", "8"], "--chunk-size: for the Parquet output: pass --out DIR"),
+    (["score", "run", "x.png", "--out", "o", "--actors", "2"], "--actors: for the Ray engine: pass --engine ray"),
+    (["score", "part.onnx", "x.png", "--runtime", "torch"], "--runtime: a model bundle always runs on ONNX Runtime"),
+    (["score", "run", "x.png", "--map-format", "tiff"], "--map-format: the format of the map files --maps DIR"),
+    (["evaluate", "run", "--test-dir", "t", "--data-dir", "d"], "--data-dir: --test-dir gives the test images"),
+    (["evaluate", "run", "--skip-bad-files"], "--skip-bad-files: for --test-dir's images"),
+    (["evaluate", "run", "--anchor-sampling", "random"], "--anchor-sampling: these choose which --anchors N"),
+    (["report", "run", "--test-dir", "t", "--data-dir", "d"], "--data-dir: --test-dir gives the test images"),
+    (["compare", "--out", "o", "--draws", "5"], "--draws: draws of the few-anomaly protocol"),
+    (["serve", "part.onnx", "--runtime", "onnx"], "--runtime: a model bundle always runs on ONNX Runtime"),
+])
+def test_an_option_a_command_would_not_use_is_refused_by_name(tmp_path, monkeypatch, capsys, args, named):
+    """Refused before anything is read or written: the named files need not exist."""
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert named in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

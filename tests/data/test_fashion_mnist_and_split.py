@@ -3,8 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from metricad.data import DataNotFoundError, load_fashion_mnist, locate, make_split, read_idx
-from metricad.data import fashion_mnist
+from metricad.data import DataNotFoundError, fashion_mnist, load_fashion_mnist, locate, make_split, read_idx
 
 
 def test_reads_idx_files(fake_fashion_dir):

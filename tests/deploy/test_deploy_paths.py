@@ -2,18 +2,15 @@
 grey folder run at a size of its own) exported, scored and served without torch, equal to the run; a faiss-index
 run exported as an exact search over its anchors; and every broken run or bundle refused with the file named."""
 
-import io
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from metricad.cli import main
 from metricad.data.folders import read_images

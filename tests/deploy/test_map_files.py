@@ -77,18 +77,26 @@ def test_the_parquet_rows_carry_the_defect_boxes(patch_run, patch_bundle, tmp_pa
     assert main(["score", str(patch_bundle), str(data / "test"), "--out", str(tmp_path / "out"), "--boxes"]) == 0
     table = pq.read_table(tmp_path / "out").to_pydict()
     detector, scores, maps = _run_maps(run, table["path"])
-    for path, label, area, boxes, m, s in zip(table["path"], table["label"], table["defect_area"],
-                                              table["defect_boxes"], maps, scores):
-        mask = detector.predict_masks(np.array([s]), m[None])[0]
-        assert area == int(mask.sum())
-        if label == "normal":
-            assert area == 0 and boxes == []
-        else:  # every defect pixel inside a box, the boxes in the file's pixels
-            inside = np.zeros_like(mask)
-            for x0, y0, x1, y1 in boxes:
-                assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
-                inside[y0:y1, x0:x1] = True
-            assert mask[~inside].sum() == 0
+    flagged = [label == "anomaly" for label in table["label"]]
+    # both kinds of row are checked: every spot flagged (5 of 5), every good image passed
+    assert [f for f, path in zip(flagged, table["path"]) if "/spot/" in path] == [True] * 5
+    assert not any(f for f, path in zip(flagged, table["path"]) if "/good/" in path)
+    for path, is_flagged, area, boxes, m, s in zip(table["path"], flagged, table["defect_area"],
+                                                  table["defect_boxes"], maps, scores):
+        # the mask by its definition: in a flagged image, the pixels above the pixel threshold
+        mask = (m > detector.pixel_offset_) & (s > detector.offset_)
+        assert area == int(mask.sum()) and (area > 0) == is_flagged and (boxes != []) == is_flagged
+        inside = np.zeros_like(mask)
+        for x0, y0, x1, y1 in boxes:  # in the file's pixels, each box tight around defect pixels
+            assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
+            assert mask[y0, x0:x1].any() and mask[y1 - 1, x0:x1].any() and mask[y0:y1, x0].any()
+            inside[y0:y1, x0:x1] = True
+        assert mask[~inside].sum() == 0
+        if is_flagged:  # the largest box holds the true spot's centre
+            truth = np.asarray(Image.open(path.replace("/test/", "/masks/").replace(".png", "_mask.png"))) > 0
+            cy, cx = (int(v.mean()) for v in np.nonzero(truth))
+            x0, y0, x1, y1 = boxes[0]
+            assert x0 <= cx < x1 and y0 <= cy < y1, (path, boxes[0], (cx, cy))
     # a rerun asks for the same columns: nothing is scored twice
     assert main(["score", str(patch_bundle), str(data / "test"), "--out", str(tmp_path / "out"), "--boxes"]) == 0
     assert len(pq.read_table(tmp_path / "out")) == len(table["path"])

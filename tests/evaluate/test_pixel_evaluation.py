@@ -11,8 +11,6 @@ from PIL import Image
 
 from metricad.cli import main
 from metricad.data import load_images
-from metricad.evaluate.pixel_metrics import pixel_metrics
-from metricad.localization import to_size
 from metricad.run import open_run
 
 
@@ -23,24 +21,37 @@ def run_copy(patch_run, tmp_path):
     return tmp_path / "run", data
 
 
-def test_evaluate_writes_the_pixel_metrics(run_copy, capsys):
+def test_evaluate_writes_the_pixel_metrics(run_copy, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
     run, data = run_copy
     assert main(["evaluate", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(data / "masks")]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     out = capsys.readouterr().out
     assert f"pixel AUC {metrics['pixel_auroc']:.4f}" in out and "AUC by type: spot" in out
+    # The pixel AUROC by its definition, from the run's maps brought to each file's 80x60 by Pillow here and every
+    # pixel of the true masks read here, with scikit-learn's ROC AUC.
     detector = open_run(run, device="cpu").detector
     files = sorted(str(p) for p in (data / "test").rglob("*.png"))
     _, images = load_images(files, *reversed(detector.input_spec))
     _, maps = detector.score_with_maps(images)
+    full = [np.asarray(Image.fromarray(m, mode="F").resize((80, 60), Image.BILINEAR)) for m in maps]
     masks = [np.zeros((60, 80), bool) if "/good/" in f else
              np.asarray(Image.open(f.replace("/test/", "/masks/").replace(".png", "_mask.png"))) > 0 for f in files]
-    expected, _ = pixel_metrics([to_size(m, (60, 80)) for m in maps], masks)
-    assert metrics["pixel_auroc"] == pytest.approx(expected["pixel_auroc"], abs=1e-6)
-    assert metrics["aupro"] == pytest.approx(expected["aupro"], abs=1e-6)
+    expected = roc_auc_score(np.concatenate(masks).ravel(), np.concatenate(full).ravel())
+    assert metrics["pixel_auroc"] == pytest.approx(expected, abs=1e-6)
     assert metrics["n_defect_regions"] == 5 and set(metrics["auc_by_type"]) == {"spot"}
     # the spots found where they are, far above chance (0.5), though a 48x64 input has only a 6x8 patch grid
-    assert metrics["pixel_auroc"] > 0.8
+    assert metrics["pixel_auroc"] > 0.8 and metrics["aupro"] > 0.5
+    # A control that must fail: the same masks moved half the image away give a map that looks elsewhere.
+    moved = tmp_path / "moved"
+    for mask_file in (data / "masks" / "spot").iterdir():
+        (moved / "spot").mkdir(parents=True, exist_ok=True)
+        mask = np.roll(np.asarray(Image.open(mask_file)), (30, 40), axis=(0, 1))
+        Image.fromarray(mask).save(moved / "spot" / mask_file.name)
+    assert main(["evaluate", str(run), "--test-dir", str(data / "test"), "--mask-dir", str(moved)]) == 0
+    control = json.loads((run / "metrics.json").read_text())
+    assert control["pixel_auroc"] < 0.6 and control["aupro"] < metrics["aupro"] - 0.3, (control, metrics)
 
 
 def test_a_missing_or_mis_sized_mask_is_named(run_copy, tmp_path, capsys):

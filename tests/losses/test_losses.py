@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from metricad.losses.one_class import BinaryLoss, DOCLoss, compactness_loss
 from metricad.losses import LOSSES, build_loss, seed_triplet_loss, seed_triplet_loss_bruteforce
+from metricad.losses.one_class import BinaryLoss, DOCLoss, compactness_loss
 
 
 def loss_by_definition(emb, labels, margin):

@@ -71,10 +71,10 @@ def test_the_bundle_scores_like_its_run_without_torch_objects(tmp_path, trained_
 
 
 def test_a_model_that_is_not_a_bundle_is_refused_by_name(tmp_path):
-    from metricad.deploy.bundle import Bundle
-
     import onnx
     from onnx import TensorProto, helper
+
+    from metricad.deploy.bundle import Bundle
 
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])  # noqa: E731
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain", [value("x")], [value("y")])

@@ -16,6 +16,7 @@ from PIL import Image
 from metricad.run import open_run
 from tests.serve.helpers import PRELUDE, free_port, light, start_service
 
+
 @pytest.fixture(scope="module")
 def bundle(trained_run, tmp_path_factory):
     from metricad.cli import main

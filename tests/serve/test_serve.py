@@ -93,7 +93,8 @@ BAD_REQUESTS = {
     "multipart without files": (400, dict(
         content=b'--x\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--x--\r\n',
         headers={"content-type": "multipart/form-data; boundary=x"})),
-    "malformed multipart": (400, dict(content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"})),
+    "malformed multipart": (400, dict(content=b"--x\r\ngarbage",
+                                      headers={"content-type": "multipart/form-data; boundary=x"})),
 }
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from metricad.train import loop as training
 from metricad.recipe import PRESETS, TrainConfig
+from metricad.train import loop as training
 from metricad.train.loop import train_embedding
 from tests.conftest import synthetic_images
 

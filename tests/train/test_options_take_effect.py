@@ -70,8 +70,10 @@ def _held_out_whole_images(run) -> np.ndarray:
 def test_contamination_sets_the_threshold_on_fashion_mnist_too(fake_fashion_dir, tmp_path):
     run = tmp_path / "run"
     config = _train(run, "--data-dir", str(fake_fashion_dir), "--epochs", "1", "--batch-size", "32",
-                    "--ensemble", "1", "--contamination", "0.25")
+                    "--ensemble", "1", "--holdout", "0.5", "--contamination", "0.25")
+    # 20 held-out sneakers: the 0.75 quantile is the fifth highest score, the default's (0.99) the highest
     assert config["detector"]["offset"] == pytest.approx(_quantile_of_held_out(run, 0.25), abs=1e-6)
+    assert config["detector"]["offset"] < _quantile_of_held_out(run, 0.01)
 
 
 def test_reference_images_train_a_recipe_that_trains_and_are_refused_by_the_folder_default(tmp_path, capsys):

@@ -4,10 +4,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-import pytest
 import metricad.train.loop
 from metricad.cli import main
 from metricad.layout import Layout

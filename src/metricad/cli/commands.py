@@ -9,8 +9,7 @@ from pathlib import Path
 from metricad.data.fashion_mnist import CLASS_NAMES
 from metricad.data.sources import FashionMNIST, ImageFolders
 from metricad.layout import Layout
-from metricad.recipe import FOLDER_PRESET, PRETRAINED, PRESETS
-
+from metricad.recipe import FOLDER_PRESET, PRESETS, PRETRAINED
 
 FASHION_MNIST = (7, 9)  # the built-in experiment's (normal, anomaly) classes: sneaker vs ankle boot
 FASHION_MNIST_OPTIONS = ("normal", "anomaly", "limit", "data_dir", "val_anomalies", "val_seed")
@@ -140,8 +139,21 @@ def _train(args):
                               args.overwrite)
 
 
+def _refuse_unused_test_options(args) -> None:
+    """``evaluate`` and ``report``: the run's own test split (``--data-dir``) or ``--test-dir``, not both."""
+    if args.test_dir:
+        refuse_unused(args, ("data_dir",), "--test-dir gives the test images (--data-dir finds the run's own)")
+    else:
+        refuse_unused(args, ("skip_bad_files",), "for --test-dir's images")
+
+
 def cmd_evaluate(args) -> None:
     from metricad.evaluate.evaluation import evaluate_run
+
+    _refuse_unused_test_options(args)
+    if args.anchors is None:
+        refuse_unused(args, ("anchor_sampling", "anchor_seed"), "these choose which --anchors N of the stored "
+                      "anchors score: pass --anchors N")
 
     _, _, metrics, _ = evaluate_run(args.run, args.data_dir, args.device, args.runtime, args.test_dir,
                                     args.skip_bad_files, args.mask_dir, score=args.score, k=args.k,
@@ -161,15 +173,31 @@ def cmd_evaluate(args) -> None:
               f"{pixel['recall']:.3f}  F1 {pixel['f1']:.3f}  IoU {pixel['iou']:.3f}")
 
 
+def _refuse_unused_score_options(args) -> None:
+    from metricad.deploy.scorer import is_bundle
+
+    if is_bundle(args.target):
+        refuse_unused(args, ("runtime",), "a model bundle always runs on ONNX Runtime")
+    if args.engine != "ray":
+        refuse_unused(args, ("ray_address", "actors"), "for the Ray engine: pass --engine ray (with --out)")
+    if not args.maps:
+        refuse_unused(args, ("map_format",), "the format of the map files --maps DIR writes")
+    if not args.out:
+        refuse_unused(args, ("chunk_size", "engine"), "for the Parquet output: pass --out DIR")
+
+
 def cmd_score(args) -> None:
+    _refuse_unused_score_options(args)
     if args.out:
         from metricad.deploy.batch import score_to_parquet
 
         if args.maps:
             raise ValueError("--maps writes map files beside a CSV; with --out, --boxes puts the defect regions in "
                              "the Parquet rows")
-        summary = score_to_parquet(args.target, args.files, args.out, args.chunk_size, args.engine, args.device,
-                                   args.runtime or "onnx", args.ray_address, args.actors, args.boxes)
+        chunk_size = 1024 if args.chunk_size is None else args.chunk_size
+        summary = score_to_parquet(args.target, args.files, args.out, chunk_size,
+                                   args.engine or "local", args.device, args.runtime or "onnx", args.ray_address,
+                                   args.actors, args.boxes)
         print(f"{summary['out']}: {summary['scored']} image(s) scored, {summary['already_scored']} already there "
               f"({summary['images']} in all)")
         return
@@ -199,7 +227,7 @@ def _score_with_maps(scorer, files, args) -> None:
     from metricad.deploy.map_files import write_maps
 
     print("path,score,label" + (",normalized_score" if args.normalized else "") + ",defect_pixels,map,overlay")
-    for located, map_path, overlay_path in write_maps(scorer, files, args.maps, args.map_format):
+    for located, map_path, overlay_path in write_maps(scorer, files, args.maps, args.map_format or "png"):
         normalized = f",{scorer.normalized_score([located.score])[0]:.6f}" if args.normalized else ""
         print(f"{located.name},{located.score:.6f},{'anomaly' if located.is_anomaly else 'normal'}{normalized},"
               f"{int(located.mask.sum())},{map_path},{overlay_path}")
@@ -245,7 +273,8 @@ def cmd_make_defects(args) -> None:
     from metricad.data.defect_folders import write_defect_test_set
 
     counts = write_defect_test_set(args.good_dir, args.out, args.defects, args.seed)
-    print(f"{args.out}/test: " + ", ".join(f"{kind}/ {n}" for kind, n in counts.items()) + f"; masks in {args.out}/masks")
+    folders = ", ".join(f"{kind}/ {n}" for kind, n in counts.items())
+    print(f"{args.out}/test: {folders}; masks in {args.out}/masks")
     print(f"  check a run on it: metricad evaluate RUN --test-dir {args.out}/test --mask-dir {args.out}/masks")
 
 
@@ -258,6 +287,7 @@ def cmd_explain(args) -> None:
 def cmd_report(args) -> None:
     from metricad.evaluate.report import report_run
 
+    _refuse_unused_test_options(args)
     out, metrics = report_run(args.run, args.test_dir, args.out, args.data_dir, args.device, args.skip_bad_files,
                               args.mask_dir)
     pixel = f", pixel AUC {metrics['pixel_auroc']:.4f}, AUPRO {metrics['aupro']:.4f}" if "aupro" in metrics else ""
@@ -267,12 +297,14 @@ def cmd_report(args) -> None:
 def cmd_compare(args) -> None:
     from metricad.compare.comparison import run_comparison
 
-    overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs else {})
+    overrides = dict(args.set or []) | ({"epochs": args.epochs} if args.epochs is not None else {})
     if args.pairs:
         refuse_unused(args, ("normal", "anomaly"), "--pairs names every (normal, anomaly) pair already")
+    if not args.val_anomalies:
+        refuse_unused(args, ("draws",), "draws of the few-anomaly protocol: pass --val-anomalies K")
     run_comparison(args.out, args.pairs or [_classes(args)], args.methods, args.seeds,
                    PRESETS["default"].with_options(overrides), args.validation, args.limit, args.reuse or [],
-                   args.data_dir, args.device, args.val_anomalies or [], args.draws)
+                   args.data_dir, args.device, args.val_anomalies or [], 3 if args.draws is None else args.draws)
 
 
 def cmd_reproduce(args) -> None:
@@ -285,8 +317,11 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from metricad.deploy.scorer import is_bundle
     from metricad.serve.auth import check_exposure, read_api_key
 
+    if is_bundle(args.target):
+        refuse_unused(args, ("runtime",), "a model bundle always runs on ONNX Runtime")
     api_key = read_api_key(args.api_key_file)
     check_exposure(args.host, api_key, args.insecure)  # before importing the web stack: a quick, clear refusal
     from metricad.serve import ServiceLimits
@@ -298,7 +333,7 @@ def cmd_serve(args) -> None:
     print(f"serving {args.target} on http://{args.host}:{args.port} (POST /score, GET /health, /info, /metrics, "
           f"/docs); batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms; "
           f"{'API key required' if api_key else 'no API key'}", file=sys.stderr)
-    serve(args.target, args.host, args.port, limits, args.device, args.runtime, args.threads, api_key,
+    serve(args.target, args.host, args.port, limits, args.device, args.runtime or "torch", args.threads, api_key,
           args.insecure)
 
 

@@ -1,89 +1,27 @@
-"""The command line's options: argument types, the shared option groups and one sub-parser per command."""
+"""The command line's options: the shared option groups and one sub-parser per command (the argument types are
+``metricad.cli.arguments``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from metricad.cli import commands
-from metricad.recipe import (ANCHOR_SAMPLINGS, DEFECTS, EXPLAIN_METHODS, INDEXES, LABELS, METHODS, NEGATIVES,
-                             ORIGINAL_ANCHOR_COUNTS, PRESETS, RUNTIMES, SCHEDULES, parse_setting)
+from metricad.cli import arguments, commands
 from metricad.localization import MAP_FORMATS
-from metricad.scoring.spec import AUTO, EXPERTS, ScoreSpec
+from metricad.recipe import (
+    ANCHOR_SAMPLINGS,
+    DEFECTS,
+    EXPLAIN_METHODS,
+    INDEXES,
+    LABELS,
+    METHODS,
+    NEGATIVES,
+    ORIGINAL_ANCHOR_COUNTS,
+    PRESETS,
+    RUNTIMES,
+    SCHEDULES,
+)
+from metricad.scoring.spec import EXPERTS
 from metricad.thresholds import THRESHOLD_MODES
-
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
-
-
-def _positive_list(text: str) -> list[int]:
-    values = _int_list(text)
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _choice_list(choices, what: str):
-    """An argparse type: comma-separated names, each one of ``choices``."""
-    def parse(text: str) -> list[str]:
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        if not values or any(v not in choices for v in values):
-            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(choices)}, got {text!r}")
-        return values
-    return parse
-
-
-def _negatives(text: str) -> list[str]:
-    return [] if text.strip() == "none" else _choice_list(NEGATIVES, "negative transforms (or none)")(text)
-
-
-def _defects(text: str) -> list[str]:
-    return [] if text == "none" else _choice_list(DEFECTS, "defects")(text)
-
-
-def _score(text: str) -> str:
-    if text == AUTO:
-        return text
-    try:
-        ScoreSpec.parse(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) < 4:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH (pixels, at least 4), got {text!r}")
-    return (values[0], values[-1])
-
-
-def _pair_list(text: str) -> list[tuple[int, int]]:
-    try:
-        pairs = [tuple(int(v) for v in item.split(":")) for item in text.split(",") if item.strip()]
-    except ValueError:
-        pairs = []
-    if not pairs or any(len(p) != 2 for p in pairs):
-        raise argparse.ArgumentTypeError(f"expected NORMAL:ANOMALY pairs such as 7:9,0:6, got {text!r}")
-    return pairs
-
-
-def setting(text: str) -> tuple[str, object]:
-    try:
-        return parse_setting(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -99,7 +37,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                         "with --backbone-weights (e.g. resnet18)")
     p.add_argument("--backbone-weights", metavar="FILE", help="the backbone's weights: safetensors or a torch "
                    "state dict (torchvision's cache files such as resnet18-f37072fd.pth work); nothing downloads")
-    p.add_argument("--defects", type=_defects, metavar="KIND,KIND|none",
+    p.add_argument("--defects", type=arguments.defects, metavar="KIND,KIND|none",
                    help=f"synthetic defects of the normal images trained as classes of their own "
                         f"({', '.join(DEFECTS)}): negatives from good images alone")
     p.add_argument("--loss", help="a registered loss (metricad.losses): seed, batch-all, batch-hard, semi-hard, "
@@ -111,12 +49,12 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-schedule", choices=SCHEDULES,
                    help="onecycle: warm-up, then cosine to ~0 (default); step: x0.1 at fixed epochs (the original)")
-    p.add_argument("--negatives", type=_negatives, metavar="T1,T2|none",
+    p.add_argument("--negatives", type=arguments.negatives, metavar="T1,T2|none",
                    help=f"transforms of the normal images trained as classes of their own ({', '.join(NEGATIVES)}); "
                         "none for objects without a fixed orientation")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
                    help="unit-length embeddings, k-NN by angle (the default's); --no-normalize keeps their length")
-    p.add_argument("--score", type=_score, metavar="EXPERT[+EXPERT...]|auto",
+    p.add_argument("--score", type=arguments.score, metavar="EXPERT[+EXPERT...]|auto",
                    help=f"experts averaged into the score ({', '.join(EXPERTS)}; default: the preset's, or knn for "
                         "a loss without class centres); auto: chosen by a few labelled anomalies (--val-anomalies "
                         "or --val-dir), reported apart from the zero-anomaly default")
@@ -150,9 +88,9 @@ def _add_folder_args(p: argparse.ArgumentParser) -> None:
                    "nothing and refuses them")
     g.add_argument("--val-dir", help="labelled validation images, good/ + anomalous sub-folders: they set the "
                    "threshold (--threshold-mode fpr|f1) or choose the score (--score auto), never train")
-    g.add_argument("--image-size", type=_image_size, help="model input SIZE or HEIGHT,WIDTH (default: the normal "
-                   "images' median aspect ratio, shorter side 320 for a pretrained backbone; their median size, "
-                   "longer side at most 64, from scratch)")
+    g.add_argument("--image-size", type=arguments.image_size, help="model input SIZE or HEIGHT,WIDTH (default: "
+                   "the normal images' median aspect ratio, shorter side 320 for a pretrained backbone; their "
+                   "median size, longer side at most 64, from scratch)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="1 = grey, 3 = RGB (default: from the images)")
     g.add_argument("--tile", type=int, metavar="SIZE", help="images larger than the model input: train and score "
                    "SIZE x SIZE tiles of them at their own resolution (--image-size then sets that resolution; "
@@ -194,8 +132,8 @@ def _evaluate_command(sub) -> None:
                    help="which N anchors: first (default), random, or a k-center coreset")
     p.add_argument("--anchor-seed", type=int, help="seed of the random anchor subset")
     p.add_argument("--k", type=int, help="the k-NN experts average the distances to the k nearest anchors")
-    p.add_argument("--score", type=_score, help="score the run's models another way (no training; the threshold "
-                   "is recomputed); a margin expert needs a run trained with class centres")
+    p.add_argument("--score", type=arguments.score, help="score the run's models another way (no training; the "
+                   "threshold is recomputed); a margin expert needs a run trained with class centres")
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch")
@@ -216,8 +154,8 @@ def _score_command(sub) -> None:
                    ".txt lists of paths (a file named twice is scored once), or one .npy batch")
     p.add_argument("--out", help="write a Parquet dataset here (path, score, label, model_id, error, "
                    "normalized_score), chunk by chunk; a rerun scores only the images not there yet")
-    p.add_argument("--chunk-size", type=int, default=1024, help="images read and scored at a time (with --out)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--chunk-size", type=int, help="images read and scored at a time (with --out; default 1024)")
+    p.add_argument("--engine", choices=("local", "ray"),
                    help="with --out: score here, or on a Ray cluster through Ray Data (the 'ray' extra)")
     p.add_argument("--ray-address", help="the Ray cluster to join (default: a local Ray; 'auto': a running one)")
     p.add_argument("--actors", type=int, help="Ray actors scoring at once (default: the cluster's CPUs)")
@@ -227,7 +165,7 @@ def _score_command(sub) -> None:
     p.add_argument("--maps", metavar="DIR", help="also write each image's anomaly map at the file's resolution "
                    "(<stem>_map.png, 16-bit: 32768 at the pixel threshold; or --map-format tiff, float32 values) "
                    "and <stem>_overlay.png under DIR, keeping the files' folders (a run with a patch-level score)")
-    p.add_argument("--map-format", choices=MAP_FORMATS, default="png", help="the map files' format (with --maps)")
+    p.add_argument("--map-format", choices=MAP_FORMATS, help="the map files' format (with --maps; default png)")
     p.add_argument("--boxes", action="store_true", help="with --out: add each image's defect_area (pixels) and "
                    "defect_boxes ([x0, y0, x1, y1] per region) from its anomaly map")
     p.add_argument("--device")
@@ -241,7 +179,7 @@ def _make_defects_command(sub) -> None:
                        "metricad evaluate --test-dir --mask-dir")
     p.add_argument("good_dir", metavar="GOOD_DIR", help="good images (e.g. held-out good parts)")
     p.add_argument("--out", required=True, help="a new folder for test/ and masks/")
-    p.add_argument("--defects", type=_defects, default=list(DEFECTS), metavar="KIND,KIND",
+    p.add_argument("--defects", type=arguments.defects, default=list(DEFECTS), metavar="KIND,KIND",
                    help=f"the defect kinds, one per defective image in turn (default: {','.join(DEFECTS)})")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=commands.cmd_make_defects)
@@ -250,9 +188,9 @@ def _make_defects_command(sub) -> None:
 def _benchmark_command(sub) -> None:
     p = sub.add_parser("benchmark", help="the original's speed tables: anchors x batch size, k-NN included")
     p.add_argument("run")
-    p.add_argument("--anchors", type=_positive_list, default=ORIGINAL_ANCHOR_COUNTS)
-    p.add_argument("--batch-sizes", type=_positive_list, default=[1, 20])
-    p.add_argument("--runtime", type=_choice_list(RUNTIMES, "runtimes"), default=["torch"],
+    p.add_argument("--anchors", type=arguments.positive_list, default=ORIGINAL_ANCHOR_COUNTS)
+    p.add_argument("--batch-sizes", type=arguments.positive_list, default=[1, 20])
+    p.add_argument("--runtime", type=arguments.choice_list(RUNTIMES, "runtimes"), default=["torch"],
                    help="comma-separated: torch,onnx")
     p.add_argument("--data-dir")
     p.add_argument("--device")
@@ -307,20 +245,21 @@ def _compare_command(sub) -> None:
     p.add_argument("--out", required=True, help="directory for compare.md and compare.json")
     p.add_argument("--normal", type=int, help="the normal class (default 7)")
     p.add_argument("--anomaly", type=int, help="the anomaly class (default 9)")
-    p.add_argument("--pairs", type=_pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
+    p.add_argument("--pairs", type=arguments.pair_list, help="several splits in one table file, e.g. 7:9,0:6,2:4 "
                    "(instead of --normal/--anomaly)")
-    p.add_argument("--methods", type=_choice_list(METHODS, "methods"), default=list(METHODS))
-    p.add_argument("--validation", type=_int_list, metavar="CLASS[,CLASS...]", help="compare on a validation "
+    p.add_argument("--methods", type=arguments.choice_list(METHODS, "methods"), default=list(METHODS))
+    p.add_argument("--validation", type=arguments.int_list, metavar="CLASS[,CLASS...]", help="compare on a validation "
                    "split instead: 10 %% of the normal training images against reference class CLASS, both left "
                    "out of training (to choose settings without the test images or the anomalous class); with "
                    "several classes, one run per class and one table over all of them")
-    p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
-    p.add_argument("--val-anomalies", type=_positive_list, metavar="K[,K...]", help="also the few-anomaly "
+    p.add_argument("--seeds", type=arguments.int_list, default=[0, 1, 2])
+    p.add_argument("--val-anomalies", type=arguments.positive_list, metavar="K[,K...]", help="also the few-anomaly "
                    "protocol: for each K, K anomaly images drawn from the anomaly class's training images choose "
                    "metricad's score and every method's threshold (F1), reported in tables of their own")
-    p.add_argument("--draws", type=int, default=3, help="draws of the K anomalies per K and seed (default 3)")
+    p.add_argument("--draws", type=int, help="draws of the K anomalies per K and seed (with --val-anomalies; "
+                   "default 3)")
     p.add_argument("--epochs", type=int, help="training epochs of every trained method (default: the default's)")
-    p.add_argument("--set", type=setting, action="append", metavar="KEY=VALUE",
+    p.add_argument("--set", type=arguments.setting, action="append", metavar="KEY=VALUE",
                    help="change a training option of every trained method, e.g. --set lr_schedule=step "
                    "--set lr_milestones=[4] (repeatable; the options are TrainConfig's fields)")
     p.add_argument("--limit", type=int, help="at most this many training images per class")
@@ -345,7 +284,8 @@ def _serve_command(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="reject images announcing more pixels (413)")
     p.add_argument("--threads", type=int, help="scoring threads (default: all cores with batching; all but one, "
                    "which HTTP handling needs, with --max-batch 1)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="for a run directory")
+    p.add_argument("--runtime", choices=RUNTIMES, help="for a run directory (default torch; a bundle runs on ONNX "
+                   "Runtime)")
     p.add_argument("--device")
     p.add_argument("--api-key-file", metavar="FILE", help="require this key (the file's first line) from clients as "
                    "'Authorization: Bearer KEY'; default: $METRICAD_API_KEY, if set")
@@ -360,8 +300,9 @@ def _reproduce_command(sub) -> None:
     p.set_defaults(func=commands.cmd_reproduce)
 
 
-COMMANDS = (_train_command, _evaluate_command, _score_command, _make_defects_command, _benchmark_command, _export_command,
-            _explain_command, _report_command, _export_dataset_command, _compare_command, _serve_command, _reproduce_command)
+COMMANDS = (_train_command, _evaluate_command, _score_command, _make_defects_command, _benchmark_command,
+            _export_command, _explain_command, _report_command, _export_dataset_command, _compare_command,
+            _serve_command, _reproduce_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

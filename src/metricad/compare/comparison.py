@@ -95,8 +95,8 @@ class LOFScorer:
 def fit_method(method: str, split: AnomalySplit, seed: int, base: TrainConfig | None = None, device=None) -> dict:
     """Fit one method; return ``{name: scorer}`` (several for ``binary``, ``doc`` and a multi-expert
     ``metricad``) and the training seconds."""
-    from metricad.train.pipeline import fit_detector, train_members
     from metricad.train.loop import train_embedding
+    from metricad.train.pipeline import fit_detector, train_members
 
     start = time.perf_counter()
     if method in BASELINES:

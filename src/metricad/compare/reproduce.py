@@ -36,7 +36,8 @@ def reproduce(out, config, normal: int = 7, anomaly: int = 9, limit=None, data_d
     run.update_metrics({"baselines": baselines})
     training = run.config["training"]
     return [markdown, "Same split, raw-pixel baselines fitted on the normal training images:",
-            *(f"  {name:<12} AUC {result['auc']:.4f}  ({result['seconds']:.1f} s)" for name, result in baselines.items()),
+            *(f"  {name:<12} AUC {result['auc']:.4f}  ({result['seconds']:.1f} s)"
+              for name, result in baselines.items()),
             f"run directory: {path}",
             f"model {run.config['models'][0]['name']} x {training['ensemble']}, loss {training['loss']}, labels "
             f"{training['labels']}, {training['epochs']} epochs in {run.config['training_seconds']:.0f} s; score "

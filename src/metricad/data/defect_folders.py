@@ -9,8 +9,8 @@ and writes the result in MVTec AD's layout for ``metricad evaluate RUN --test-di
 A mask marks the pixels of the pasted shape whose neighbourhood (5x5) changed by ``VISIBLE`` grey levels or more
 on average: darkening a black background changes nothing, and a mask over unchanged pixels would ask a detector
 to see what is not there; the neighbourhood keeps a textured defect whole rather than a sieve of the pixels that
-happened to change (a defect that changed nothing visibly is drawn again, up to ``TRIES`` times). Images keep their own size and mode (grey or RGB); the set is written into a temporary sibling and renamed
-when complete.
+happened to change (a defect that changed nothing visibly is drawn again, up to ``TRIES`` times). Images keep their
+own size and mode (grey or RGB); the set is written into a temporary sibling and renamed when complete.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metricad.data.defects import DEFECTS, box_blur, blend
+from metricad.data.defects import DEFECTS, blend, box_blur
 from metricad.data.images import list_image_files
 
 VISIBLE, TRIES = 8, 20  # grey levels a pixel must change by to count as defective; draws per image

@@ -18,7 +18,8 @@ def list_image_files(specs) -> list[str]:
     paths, seen = [], set()
     for spec in map(str, specs):
         if os.path.isdir(spec):
-            found = sorted(str(p) for p in Path(spec).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+            found = sorted(str(p) for p in Path(spec).rglob("*")
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         elif glob.has_magic(spec):
             found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         elif spec.endswith(".txt") and os.path.isfile(spec):

@@ -153,8 +153,8 @@ class ImageFolders:
         if self.image_size is None or self.channels is None:
             from metricad.recipe import PRETRAINED
 
-            found_channels, found_size = infer_input_spec(list_image_files([self.normal_dir]), config.model in PRETRAINED,
-                                                          own_size=self.tile is not None)
+            found_channels, found_size = infer_input_spec(list_image_files([self.normal_dir]),
+                                                          config.model in PRETRAINED, own_size=self.tile is not None)
             self.channels, self.image_size = self.channels or found_channels, self.image_size or found_size
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}")

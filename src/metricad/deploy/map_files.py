@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,5 +71,5 @@ def write_maps(scorer, files: list[str], out_dir, fmt: str = "png"):
                              fmt)
         picture = Image.fromarray(overlay(original, located.anomaly_map, scorer.pixel_offset_, located.mask))
         overlay_path = stem.with_name(f"{stem.name}_overlay.png")
-        atomic_write(overlay_path, lambda p: picture.save(p, format="PNG"))
+        atomic_write(overlay_path, partial(picture.save, format="PNG"))
         yield located, map_path, overlay_path

@@ -15,8 +15,8 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from metricad.evaluate.evaluation import evaluation_images, run_localization
-from metricad.evaluate.image_metrics import evaluate
 from metricad.evaluate.explain import explain
+from metricad.evaluate.image_metrics import evaluate
 from metricad.files import write_text
 from metricad.layout import Layout
 from metricad.run import open_run

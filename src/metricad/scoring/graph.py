@@ -13,7 +13,6 @@ import torch.nn as nn
 
 from metricad import distributed
 from metricad.progress import progress
-
 from metricad.scoring.combine import ZScoreMean
 from metricad.scoring.experts import Expert
 from metricad.scoring.maps import MapSmoothing

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
