@@ -34,6 +34,9 @@ from metricad.train.pipeline import train_run
 VAL_FRACTION, SPLIT_SEED, DEFECT_SEED = 0.2, 0, 1
 SIGMAS = (2.0, 4.0, 8.0)
 
+# The kinds issue 29's figures were measured with (make-defects now has more: issue 35's inspection kinds).
+ISSUE_29_KINDS = ("cutpaste", "scar", "blend", "intensity")
+
 
 def split(kind: str, elpv: Path, work: Path) -> tuple[Path, Path]:
     """The 80 % training cells (a folder of links) and the validation set made from the other 20 %."""
@@ -45,7 +48,7 @@ def split(kind: str, elpv: Path, work: Path) -> tuple[Path, Path]:
         folder.mkdir(parents=True)
         for i in chosen:
             (folder / paths[i].name).symlink_to(paths[i])
-    write_defect_test_set(val_good, val, seed=DEFECT_SEED)
+    write_defect_test_set(val_good, val, ISSUE_29_KINDS, seed=DEFECT_SEED)
     return fit, val
 
 

@@ -24,8 +24,9 @@ from metricad.scoring.spec import ScoreSpec
 from metricad.thresholds import calibrated, defect_masks, is_anomalous, normalized_score, threshold_for
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def as_device(device=None) -> torch.device:
+    """``device``, or CUDA when there is one, else the CPU."""
+    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
 
 # Input pixels per embedding batch while fitting (~40 images at 320x320): large images' first feature maps would
@@ -54,8 +55,8 @@ class Detector(BaseEstimator):
     pixel_contamination : the share of normal map values above the pixel threshold ``pixel_offset_``; apart from
         ``contamination``, so that flagging more images does not also widen every defect mask.
     random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
-    fmap_dim : the feature-map expert's projected dimension.
-    bank_size : the patch expert's memory bank: at most this many normal patches (a greedy k-center coreset).
+    fmap_dim, bank_size : the feature-map expert's projected dimension; the patch expert's memory bank, at most
+        this many normal patches (a greedy k-center coreset).
     index : the k-NN index, ``"exact"`` (torch) or ``"faiss-flat"``, ``"faiss-ivf"``, ``"faiss-hnsw"`` for large banks.
     runtime : ``"torch"`` runs the scoring graph itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster
         on a CPU; needs the exact index).
@@ -95,8 +96,9 @@ class Detector(BaseEstimator):
     def _check_params(self, n_images: int) -> None:
         """Check the parameters, and parse the score once: ``score_spec_`` (what every later step reads)."""
         self.score_spec_ = spec = ScoreSpec.parse(self.score)
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        for name in ("k", "bank_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.anchor_sampling not in ANCHOR_SAMPLINGS:
             raise ValueError(f"anchor_sampling must be 'first', 'random' or 'coreset', got {self.anchor_sampling!r}")
         if self.n_anchors is not None and not 1 <= self.n_anchors <= n_images:
@@ -137,7 +139,7 @@ class Detector(BaseEstimator):
         when given, else on the anchors themselves, each left out of its own k-NN search."""
         normal_images = np.asarray(normal_images)
         self._check_params(len(normal_images))
-        self.device_ = torch.device(self.device) if self.device is not None else default_device()
+        self.device_ = as_device(self.device)
         self.normal_images_ = normal_images
         self.anchor_indices_ = self.select_anchors(normal_images)
         spec = self.score_spec_
@@ -207,7 +209,7 @@ class Detector(BaseEstimator):
         ``pixel_offset`` (a run saved before maps), the pixel threshold is set as ``fit`` sets it."""
         detector = cls(**params)
         detector._check_params(len(normal_images))
-        detector.device_ = torch.device(detector.device) if detector.device is not None else default_device()
+        detector.device_ = as_device(detector.device)
         detector.normal_images_, detector.anchor_indices_ = np.asarray(normal_images), np.asarray(anchor_indices)
         detector.holdout_images_ = holdout_images
         detector.graph_, detector.normal_parts_ = graph.to(detector.device_).eval(), normal_parts
@@ -338,11 +340,9 @@ class Detector(BaseEstimator):
                   target_fpr: float = 0.01) -> "Detector":
         """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set).
 
-        mode ``"contamination"``: the ``1 - contamination`` quantile of the scores of the normal images (all of
-        ``images`` when ``is_anomaly`` is None); ``"fpr"``: the lowest threshold whose false-positive rate on the
-        normal images is at most ``target_fpr``; ``"f1"``: the threshold with the best F1 on labelled images
-        (anomaly = positive class). ``threshold_set_on_`` records how, and on how many images.
-        """
+        mode ``"contamination"``: the ``1 - contamination`` quantile of the normal images' scores (all of ``images``
+        when ``is_anomaly`` is None); ``"fpr"``: the lowest threshold with a false-positive rate of at most
+        ``target_fpr``; ``"f1"``: the best F1 on labelled images. ``threshold_set_on_`` records how, on what."""
         self._check_fitted()
         contamination = self.contamination if contamination is None else contamination
         self.offset_, self.threshold_set_on_ = calibrated(self.score_samples(images), is_anomaly, mode,

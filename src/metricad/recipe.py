@@ -14,8 +14,10 @@ LABELS = ("binary", "fine")
 SCHEDULES = ("step", "onecycle")
 OPTIMIZERS = ("sgd", "adam")
 NEGATIVES = ("rot90", "rot180", "rot270", "vflip", "hflip")  # shifted negatives (metricad.data.negatives)
-DEFECTS = ("cutpaste", "scar", "blend", "intensity")  # synthetic defects (metricad.data.defects)
-PRETRAINED = ("efficientnet-lite0", "timm")  # models that start from ImageNet weights (metricad.models.pretrained)
+# synthetic defects (metricad.data.defects); the first four are those the localisation check of issue 29 used
+DEFECTS = ("cutpaste", "scar", "blend", "intensity", "crack", "mura", "pit", "edge", "stain")
+# models that start from ImageNet weights (metricad.models.pretrained)
+PRETRAINED = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "timm")
 PRETRAINED_SCALE = 4  # Fashion-MNIST's 28x28 enlarged to 112 inside a pretrained backbone (a 14x14 patch grid)
 RUNTIMES = ("torch", "onnx")  # how a detector runs its scoring graph (metricad.detector)
 # What `metricad compare` runs: raw-pixel baselines, trained baselines, the original recipe and metricad.

@@ -63,3 +63,22 @@ def test_an_existing_folder_is_refused_and_nothing_half_written_stays(tmp_path, 
     with pytest.raises(ValueError, match="two images are named 'c1'"):
         write_defect_test_set(good, tmp_path / "check")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "taken"]
+
+
+def test_a_thin_crack_keeps_its_line_in_the_mask(tmp_path):
+    """A 1 px crack changes its own pixels visibly but its 5x5 neighbourhood by a fifth of that: the mask keeps
+    the line (every pixel it changed by 8 grey levels or more) rather than dropping it as invisible."""
+    good = tmp_path / "good"
+    good.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):  # a smooth surface: what a crack shows on
+        Image.fromarray(np.clip(rng.normal(140, 3, (64, 80)), 0, 255).astype(np.uint8)).save(good / f"c{i}.png")
+    write_defect_test_set(good, tmp_path / "check", ["crack"], seed=0)
+    faint = 0  # line pixels whose 5x5 mean changed by less than 8: what the neighbourhood rule alone would drop
+    for path in sorted((tmp_path / "check" / "test" / "crack").glob("*.png")):
+        difference = np.abs(np.asarray(Image.open(path)).astype(int) - np.asarray(Image.open(good / path.name)))
+        mask = np.asarray(Image.open(tmp_path / "check" / "masks" / "crack" / f"{path.stem}_mask.png")) > 0
+        line = difference >= 8
+        assert line.sum() >= 10 and mask[line].all() and not mask[difference == 0].any()
+        faint += int((box_blur(difference[None].astype(np.float32), 2)[0][line] < 8).sum())
+    assert faint > 0

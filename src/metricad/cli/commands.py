@@ -41,10 +41,15 @@ def training_config(args):
 
 
 def detector_params(args) -> dict:
-    """The detector options of ``train`` and ``reproduce``: its index and a coreset of anchors."""
+    """The detector options of ``train`` and ``reproduce``: its index, a coreset of anchors, the patch bank's size."""
+    for name in ("coreset", "bank_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     params = {"index": args.index} if args.index else {}
     if args.coreset:
         params |= {"n_anchors": args.coreset, "anchor_sampling": "coreset"}
+    if args.bank_size is not None:
+        params["bank_size"] = args.bank_size
     return params
 
 

