@@ -79,3 +79,37 @@ def test_the_report_shows_maps_beside_masks(run_copy, tmp_path):
     for text in ("Where the defect is", "pixel ROC AUC", "AUPRO", "PRO curve", "true mask, predicted mask",
                  "The missed defects", "<td>spot</td>"):
         assert text in page
+
+
+def test_each_defect_type_is_measured_apart(run_copy, tmp_path):
+    """Per type, against the good images alone: the spots, found, beside a type the maps cannot find (good images
+    filed as 'unseen' with a mask over an unchanged patch); the spots' pixel AUROC by scikit-learn here."""
+    import shutil
+
+    from sklearn.metrics import roc_auc_score
+
+    run, data = run_copy
+    test, masks = tmp_path / "test", tmp_path / "masks"
+    shutil.copytree(data / "test", test)
+    shutil.copytree(data / "masks", masks)
+    (test / "unseen").mkdir()
+    (masks / "unseen").mkdir()
+    for i, good in enumerate(sorted((data / "test" / "good").glob("*.png"))[:3]):
+        shutil.copy(good, test / "unseen" / f"u{i}.png")
+        mask = np.zeros((60, 80), np.uint8)
+        mask[20:30, 30:42] = 255
+        Image.fromarray(mask).save(masks / "unseen" / f"u{i}_mask.png")
+    assert main(["evaluate", str(run), "--test-dir", str(test), "--mask-dir", str(masks)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["pixel_auroc_by_type"]) == set(metrics["aupro_by_type"]) == {"spot", "unseen"}
+    assert metrics["pixel_auroc_by_type"]["spot"] > 0.8 > 0.65 > metrics["pixel_auroc_by_type"]["unseen"]
+    assert metrics["aupro_by_type"]["spot"] > metrics["aupro_by_type"]["unseen"] + 0.3
+    detector = open_run(run, device="cpu").detector
+    files = sorted(str(p) for kind in ("good", "spot") for p in (test / kind).glob("*.png"))
+    _, images = load_images(files, *reversed(detector.input_spec))
+    full = [np.asarray(Image.fromarray(m, mode="F").resize((80, 60), Image.BILINEAR))
+            for m in detector.score_with_maps(images)[1]]
+    truth = [np.zeros((60, 80), bool) if "/good/" in f else
+             np.asarray(Image.open(f.replace(str(test), str(masks)).replace(".png", "_mask.png"))) > 0 for f in files]
+    expected = roc_auc_score(np.concatenate(truth).ravel(), np.concatenate(full).ravel())
+    assert metrics["pixel_auroc_by_type"]["spot"] == pytest.approx(expected, abs=1e-6)

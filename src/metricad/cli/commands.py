@@ -173,7 +173,8 @@ def cmd_evaluate(args) -> None:
         pixel = metrics["pixel_at_threshold"]
         print(f"pixel AUC {metrics['pixel_auroc']:.4f}  AUPRO {metrics['aupro']:.4f} (to FPR "
               f"{metrics['aupro_fpr_limit']}; {metrics['n_defect_regions']} defect regions)")
-        print("AUC by type: " + ", ".join(f"{kind} {auc:.4f}" for kind, auc in metrics["auc_by_type"].items()))
+        for what, key in (("AUC", "auc_by_type"), ("pixel AUC", "pixel_auroc_by_type"), ("AUPRO", "aupro_by_type")):
+            print(f"{what} by type: " + ", ".join(f"{kind} {value:.4f}" for kind, value in metrics[key].items()))
         print(f"defect masks at the thresholds: pixel precision {pixel['precision']:.3f}  recall "
               f"{pixel['recall']:.3f}  F1 {pixel['f1']:.3f}  IoU {pixel['iou']:.3f}")
 

@@ -142,7 +142,8 @@ def _evaluate_command(sub) -> None:
     p.add_argument("--test-dir", help="evaluate on your images: good/ + anomalous sub-folders")
     p.add_argument("--mask-dir", help="with --test-dir: the defect images' true masks, DIR/<type>/<stem>.png or "
                    "<stem>_mask.png (MVTec AD's naming; non-zero = defect, the image's size); adds pixel_auroc, "
-                   "aupro (to 30%% FPR, normalised) and auc_by_type to metrics.json")
+                   "aupro (to 30%% FPR, normalised) and, by defect type, auc_by_type, pixel_auroc_by_type and "
+                   "aupro_by_type to metrics.json")
     p.add_argument("--skip-bad-files", action="store_true", help="leave unreadable test images out (listed)")
     p.set_defaults(func=commands.cmd_evaluate)
 

@@ -52,6 +52,23 @@ def true_masks(paths: list[Path], types: list[str], mask_dir) -> list[np.ndarray
     return masks
 
 
+def by_type(types: list[str], scores, maps, masks) -> dict:
+    """Each defect type against the good images alone: its image AUROC (``auc_by_type``), and over the pixels of
+    the good images and its own, its pixel AUROC and AUPRO (``pixel_auroc_by_type``, ``aupro_by_type``)."""
+    kinds = np.array(types)
+    good = kinds == "good"
+    result = {"auc_by_type": {}, "pixel_auroc_by_type": {}, "aupro_by_type": {}}
+    for kind in dict.fromkeys(types):
+        if kind == "good":
+            continue
+        chosen = good | (kinds == kind)
+        result["auc_by_type"][kind] = float(roc_auc_score(kinds[chosen] == kind, scores[chosen]))
+        pixels, _ = pixel_metrics([m for m, c in zip(maps, chosen) if c], [m for m, c in zip(masks, chosen) if c])
+        result["pixel_auroc_by_type"][kind] = pixels["pixel_auroc"]
+        result["aupro_by_type"][kind] = pixels["aupro"]
+    return result
+
+
 def localize(detector, test_dir, mask_dir, skip_bad_files: bool = False) -> Localization:
     require_map(detector, "--mask-dir: ")
     channels, size = detector.input_spec
@@ -69,11 +86,7 @@ def localize(detector, test_dir, mask_dir, skip_bad_files: bool = False) -> Loca
     scores = np.concatenate(scores)
     metrics, _ = evaluate(detector, test.images, test.is_anomaly, scores=scores)
     pixels, curves = pixel_metrics(maps, masks)
-    good = np.array([kind == "good" for kind in types])
-    by_type = {kind: float(roc_auc_score(np.r_[np.zeros(good.sum()), np.ones(np.sum(np.array(types) == kind))],
-                                         np.r_[scores[good], scores[np.array(types) == kind]]))
-               for kind in dict.fromkeys(types) if kind != "good"}
-    metrics |= pixels | {"auc_by_type": by_type, "pixel_threshold": detector.pixel_offset_,
+    metrics |= pixels | by_type(types, scores, maps, masks) | {"pixel_threshold": detector.pixel_offset_,
                          "pixel_threshold_set_on": detector.pixel_threshold_set_on_,
                          "pixel_at_threshold": mask_overlap(predicted, masks), "mask_dir": str(mask_dir)}
     return Localization(test.paths, types, test.is_anomaly, test.images, scores, maps, masks, metrics, curves)

@@ -139,8 +139,9 @@ def _localization_section(detector, result, n_examples: int) -> str:
     flagged = detector.predict_scores(result.scores).astype(bool)
     most = np.argsort(-result.scores)[:n_examples]
     missed = [i for i in anomalous[np.argsort(result.scores[anomalous])] if not flagged[i]][:n_examples]
-    types = "".join(f"<tr><td>{html.escape(kind)}</td><td>{auc:.4f}</td><td>{np.sum(np.array(result.types) == kind)}"
-                    f"</td></tr>" for kind, auc in metrics["auc_by_type"].items())
+    types = "".join(f"<tr><td>{html.escape(kind)}</td><td>{auc:.4f}</td>"
+                    f"<td>{metrics['pixel_auroc_by_type'][kind]:.4f}</td><td>{metrics['aupro_by_type'][kind]:.4f}</td>"
+                    f"<td>{np.sum(np.array(result.types) == kind)}</td></tr>" for kind, auc in metrics["auc_by_type"].items())
     at = metrics["pixel_at_threshold"]
     galleries = [("The most anomalous test images: image, anomaly map, true mask, predicted mask", most)]
     galleries.append(("The missed defects (below the image threshold), most normal-looking first", missed))
@@ -153,7 +154,8 @@ def _localization_section(detector, result, n_examples: int) -> str:
 ({metrics['n_defect_regions']} defect regions)</td></tr>
 <tr><th>defect masks at the thresholds</th><td>pixel precision {at['precision']:.3f}, recall {at['recall']:.3f},
 F1 {at['f1']:.3f}, IoU {at['iou']:.3f}</td></tr></table>
-<table><tr><th>defect type</th><th>image ROC AUC against the good images</th><th>images</th></tr>{types}</table>
+<table><tr><th>defect type</th><th>image ROC AUC against the good images</th><th>pixel ROC AUC</th><th>AUPRO</th>
+<th>images</th></tr>{types}</table>
 <figure><img alt="pixel ROC and PRO curves" src="{_pixel_curves_figure(result.curves, metrics)}">
 <figcaption>Pixel ROC and PRO curves over every pixel of the test images</figcaption></figure>
 {figures}"""
