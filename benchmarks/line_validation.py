@@ -79,7 +79,8 @@ class Bank:
     def fit(self, maps, seed, **_):
         patches = flat(maps)
         if self.project is not None:
-            patches = self.project(patches)
+            with torch.no_grad():
+                patches = self.project(patches)
         keep_ = k_center(patches, min(self.size, len(patches)), seed, 64)
         self.bank = patches[torch.as_tensor(keep_)].contiguous()
         self.sq = self.bank.pow(2).sum(1)
@@ -162,7 +163,7 @@ class Triplet:
     """The original method at patch level: normal patches, synthetic-defect patches (a class per kind) and noisy
     normal patches (a class) apart under the online triplet loss; then a bank in the learned space."""
 
-    def __init__(self, steps=1500, batch=384, noise=0.5, lr=1e-3):
+    def __init__(self, steps=1500, batch=192, noise=0.5, lr=1e-3):
         self.steps, self.batch, self.noise, self.lr = steps, batch, noise, lr
 
     def fit(self, maps, seed, defect_maps=None, defect_cells=None, **_):
@@ -270,51 +271,63 @@ def main():
         test = (levels(net, np.concatenate([good, bad])), np.r_[np.zeros(len(good)), np.ones(len(bad))])
     defect_cells = cell_labels(train_masks, train_kind)
 
-    def view(pair, how):
-        return pair[0] if how == "p" else torch.cat(pair, 1)
-
     results, sealed = [], []
     seeds = [int(s) for s in args.seeds.split(",")]
     for seed in seeds:
-        raw = {}
+        raw, done = {}, set()
         wanted = [c for c in args.candidates.split(",") if seed == seeds[0] or c not in args.one_seed.split(",")]
-        for name in [c for c in wanted if c in CANDIDATES] + [p for c in wanted if c in COMBOS for p in COMBOS[c]]:
-            if name in raw:
-                continue
-            model, how = CANDIDATES[name]()
-            t0 = time.perf_counter()
-            model.fit(view(feats["bank"], how), seed, defect_maps=view(feats["bad"], how), defect_cells=defect_cells)
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            val_map = model(view(feats["val"], how))
-            per_image_ms = 1000 * (time.perf_counter() - t0) / len(val_images)
-            hold_map = model(view(feats["hold"], how))
-            test_map = model(view(test[0], how)) if test else None
-            raw[name] = (val_map, hold_map, test_map, fit_s, per_image_ms)
-        for name in wanted:
-            parts = COMBOS.get(name, (name,))
-            z = []
-            for p in parts:
-                val_map, hold_map, test_map, _, _ = raw[p]
-                top = hold_map.flatten(1).amax(1)
-                mu, sd = top.mean(), top.std() + 1e-6
-                z.append(((val_map - mu) / sd, None if test_map is None else (test_map - mu) / sd))
-            val_map = torch.stack([a for a, _ in z]).mean(0)
-            scores = val_map.flatten(1).amax(1).numpy()
-            maps = SMOOTH(val_map, SIZE).numpy()
-            image, pixel = auroc_pair(scores, maps, val_labels, val_mask_all)
-            row = {"candidate": name, "seed": seed, "kind": args.kind, "image_auroc": image, "pixel_auroc": pixel,
-                   "v": (image + pixel) / 2, "fit_s": sum(raw[p][3] for p in parts),
-                   "score_ms_per_image": sum(raw[p][4] for p in parts), "by_kind": {}}
-            for k, kind in enumerate(DEFECTS):
-                sel = (val_kind == -1) | (val_kind == k)
-                row["by_kind"][kind] = auroc_pair(scores[sel], maps[sel], val_labels[sel], val_mask_all[sel])
-            keep(results, row, args.out)
-            if test:
-                test_scores = torch.stack([b for _, b in z]).mean(0).flatten(1).amax(1).numpy()
-                sealed.append({"candidate": name, "seed": seed, "kind": args.kind,
-                               "test_image_auroc": float(roc_auc_score(test[1], test_scores))})
-                args.sealed.write_text(json.dumps(sealed, indent=1) + "\n")
+        for name in [p for c in wanted for p in COMBOS.get(c, (c,))]:
+            if name not in raw:
+                raw[name] = fit_and_score(name, seed, feats, defect_cells, test)
+            for ready in [c for c in wanted if c not in done and all(p in raw for p in COMBOS.get(c, (c,)))]:
+                done.add(ready)
+                row, test_auc = evaluate(ready, seed, raw, args.kind, val_labels, val_mask_all, val_kind, test)
+                keep(results, row, args.out)
+                if test_auc is not None:
+                    sealed.append({"candidate": ready, "seed": seed, "kind": args.kind, "test_image_auroc": test_auc})
+                    args.sealed.write_text(json.dumps(sealed, indent=1) + "\n")
+
+
+def view(pair, how):
+    return pair[0] if how == "p" else torch.cat(pair, 1)
+
+
+def fit_and_score(name, seed, feats, defect_cells, test):
+    model, how = CANDIDATES[name]()
+    t0 = time.perf_counter()
+    model.fit(view(feats["bank"], how), seed, defect_maps=view(feats["bad"], how), defect_cells=defect_cells)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    val_map = model(view(feats["val"], how))
+    per_image_ms = 1000 * (time.perf_counter() - t0) / len(val_map)
+    hold_map = model(view(feats["hold"], how))
+    test_map = model(view(test[0], how)) if test else None
+    return val_map, hold_map, test_map, fit_s, per_image_ms
+
+
+def evaluate(name, seed, raw, kind, val_labels, val_mask_all, val_kind, test):
+    parts = COMBOS.get(name, (name,))
+    z = []
+    for p in parts:
+        val_map, hold_map, test_map, _, _ = raw[p]
+        top = hold_map.flatten(1).amax(1)
+        mu, sd = top.mean(), top.std() + 1e-6
+        z.append(((val_map - mu) / sd, None if test_map is None else (test_map - mu) / sd))
+    val_map = torch.stack([a for a, _ in z]).mean(0)
+    scores = val_map.flatten(1).amax(1).numpy()
+    maps = SMOOTH(val_map, SIZE).numpy()
+    image, pixel = auroc_pair(scores, maps, val_labels, val_mask_all)
+    row = {"candidate": name, "seed": seed, "kind": kind, "image_auroc": image, "pixel_auroc": pixel,
+           "v": (image + pixel) / 2, "fit_s": sum(raw[p][3] for p in parts),
+           "score_ms_per_image": sum(raw[p][4] for p in parts), "by_kind": {}}
+    for k, defect in enumerate(DEFECTS):
+        sel = (val_kind == -1) | (val_kind == k)
+        row["by_kind"][defect] = auroc_pair(scores[sel], maps[sel], val_labels[sel], val_mask_all[sel])
+    test_auc = None
+    if test:
+        test_scores = torch.stack([b for _, b in z]).mean(0).flatten(1).amax(1).numpy()
+        test_auc = float(roc_auc_score(test[1], test_scores))
+    return row, test_auc
 
 
 if __name__ == "__main__":
