@@ -67,3 +67,20 @@ def test_protocol_tables_put_both_protocols_of_a_pair_side_by_side(tmp_path, cap
     assert body == ["| metricad | 0.9700 ± 0.0283 | – |", "| pca | 0.9600 (1) | 0.9600 / 0.600 |",
                     "| metricad-auto | – | 0.9850 / 0.700 |"]
     assert protocol_tables.main([str(tmp_path / "missing")]) == 2
+
+
+def test_line_validation_labels_a_patch_defective_by_its_mask_cover_and_banks_exactly():
+    import line_validation
+    import torch
+
+    masks = np.zeros((2, 16, 16), bool)
+    masks[0, :4, :4] = True  # 16 of cell (0, 0)'s 64 pixels: a quarter, defective
+    masks[1, 8:11, 8:13] = True  # 15 of cell (1, 1)'s: not
+    labels = line_validation.cell_labels(masks, np.array([3, 5]))
+    assert labels.shape == (2, 2, 2) and labels[0, 0, 0] == 4 and int(labels.sum()) == 4
+    generator = torch.Generator().manual_seed(0)
+    bank_maps, queries = torch.randn(3, 5, 4, 4, generator=generator), torch.randn(2, 5, 4, 4, generator=generator)
+    bank = line_validation.Bank(size=1000).fit(bank_maps, seed=0)  # every patch kept
+    flat = lambda m: m.permute(0, 2, 3, 1).reshape(-1, 5)  # noqa: E731
+    expected = torch.cdist(flat(queries), flat(bank_maps)).min(1).values.reshape(2, 4, 4)
+    torch.testing.assert_close(bank(queries), expected, rtol=1e-4, atol=1e-4)

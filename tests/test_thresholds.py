@@ -34,3 +34,29 @@ def test_f1_never_cuts_between_tied_scores():
 def test_bad_requests_are_clear(mode, kwargs, message):
     with pytest.raises(ValueError, match=message):
         threshold_for(np.arange(5.0), np.zeros(5), mode, **kwargs)
+
+
+def test_the_tail_threshold_reaches_beyond_the_highest_normal_score():
+    """200 exponential normal scores, a 1-in-1000 target: the fitted tail lands near the true quantile (ln 1000);
+    the empirical quantile cannot pass the highest score (about 1 in 200), the control that must miss."""
+    from metricad.thresholds import tail_threshold
+
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_exponential(200) for _ in range(100)]
+    tail = np.array([np.exp(-tail_threshold(x, 0.001)) for x in samples])  # the true exceedance at each threshold
+    quantile = np.array([np.exp(-np.quantile(x, 0.999, method="higher")) for x in samples])
+    assert 0.0007 <= np.median(tail) <= 0.0015
+    assert np.median(quantile) > 0.003
+
+
+def test_the_tail_threshold_falls_back_and_refuses_clearly():
+    from metricad.thresholds import refuse_unused_options, tail_threshold
+
+    normal = np.arange(100.0)
+    assert tail_threshold(normal, 0.3) == threshold_for(normal, np.zeros(100), "fpr", target_fpr=0.3)
+    with pytest.raises(ValueError, match="25 normal images or more, got 20"):
+        tail_threshold(np.arange(20.0), 0.01)
+    with pytest.raises(ValueError, match="--contamination 0.05: threshold mode 'tail' does not use it"):
+        refuse_unused_options("tail", 0.05, None)
+    with pytest.raises(ValueError, match="--target-fpr 0.05: threshold mode 'contamination' does not use it"):
+        refuse_unused_options(None, None, 0.05)

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 from metricad.localization import require_map
 from metricad.preprocessing import to_model_array, to_model_input
 from metricad.recipe import ANCHOR_SAMPLINGS, PRESETS, RUNTIMES
-from metricad.scoring.experts import MAP_DIM, build_expert
+from metricad.scoring.experts import EXPERT_CLASSES, MAP_DIM, build_expert
 from metricad.scoring.experts.patch import BANK_SIZE
 from metricad.scoring.graph import ScoringGraph, fit_experts
 from metricad.scoring.spec import ScoreSpec
@@ -54,14 +54,11 @@ class Detector(BaseEstimator):
         ``1 - contamination`` quantile of the normal images' scores (held-out ones, else the anchors' leave-one-out).
     pixel_contamination : the share of normal map values above the pixel threshold ``pixel_offset_``; apart from
         ``contamination``, so that flagging more images does not also widen every defect mask.
-    random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA).
-    fmap_dim, bank_size : the feature-map expert's projected dimension; the patch expert's memory bank, at most
-        this many normal patches (a greedy k-center coreset).
+    random_state : seed of the random anchor subset and of the experts' own randomness (projection, PCA, flow).
+    fmap_dim, bank_size : the feature-map expert's projected dimension; the patch expert's bank size (a coreset).
     index : the k-NN index, ``"exact"`` (torch) or ``"faiss-flat"``, ``"faiss-ivf"``, ``"faiss-hnsw"`` for large banks.
-    runtime : ``"torch"`` runs the scoring graph itself; ``"onnx"`` runs its ONNX export on ONNX Runtime (faster
-        on a CPU; needs the exact index).
-    batch_size, device : scoring batch size; torch device (CUDA if any).
-    """
+    runtime : ``"torch"``, or ``"onnx"``: the graph's ONNX export on ONNX Runtime (faster on a CPU; exact index).
+    batch_size, device : scoring batch size; torch device (CUDA if any)."""
 
     def __init__(self, model, score: str = PRESETS["default"].score, k: int = 1, n_anchors: int | None = None,
                  anchor_sampling: str = "first", contamination: float = 0.01, random_state: int = 0,
@@ -93,9 +90,14 @@ class Detector(BaseEstimator):
         return {"k": self.k, "fmap_dim": self.fmap_dim, "seed": self.random_state, "index": self.index,
                 "bank_size": self.bank_size}
 
-    def _check_params(self, n_images: int) -> None:
-        """Check the parameters, and parse the score once: ``score_spec_`` (what every later step reads)."""
+    def _check_params(self, n_images: int, held_out: bool = True) -> None:
+        """Check the parameters (``held_out``: whether normal images are held out to normalise on), and parse the
+        score once: ``score_spec_`` (what every later step reads)."""
         self.score_spec_ = spec = ScoreSpec.parse(self.score)
+        learned = [key for key in spec.keys if EXPERT_CLASSES[key].needs_held_out]
+        if learned and not held_out:
+            raise ValueError(f"the {learned[0]} expert learns on the anchors, so their own scores are biased low: "
+                             "hold out good images to normalise it on (--holdout, 0.1 by default for folders)")
         for name in ("k", "bank_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -137,8 +139,8 @@ class Detector(BaseEstimator):
         """Memorise (a selection of) ``normal_images`` as anchors and fit every expert on them. The experts are
         normalised, and ``offset_`` set, on ``holdout_images`` (normal images kept out of training and anchors)
         when given, else on the anchors themselves, each left out of its own k-NN search."""
-        normal_images = np.asarray(normal_images)
-        self._check_params(len(normal_images))
+        normal_images, held = np.asarray(normal_images), holdout_images is not None and len(holdout_images) > 0
+        self._check_params(len(normal_images), held)
         self.device_ = as_device(self.device)
         self.normal_images_ = normal_images
         self.anchor_indices_ = self.select_anchors(normal_images)
@@ -148,7 +150,6 @@ class Detector(BaseEstimator):
         fitted = [fit_experts(model, {key: build_expert(key, **self.expert_params) for key in spec.keys}, x, batch,
                               self.device_) for model in self.models]
         self.graph_ = ScoringGraph.assemble(self.models, fitted, spec).to(self.device_).eval()
-        held = holdout_images is not None and len(holdout_images) > 0
         self.holdout_images_ = np.asarray(holdout_images) if held else None
         self.normal_parts_ = self._normal_parts()
         self.graph_.combiner.fit(self.normal_parts_.to(self.device_))
@@ -340,9 +341,8 @@ class Detector(BaseEstimator):
                   target_fpr: float = 0.01) -> "Detector":
         """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set).
 
-        mode ``"contamination"``: the ``1 - contamination`` quantile of the normal images' scores (all of ``images``
-        when ``is_anomaly`` is None); ``"fpr"``: the lowest threshold with a false-positive rate of at most
-        ``target_fpr``; ``"f1"``: the best F1 on labelled images. ``threshold_set_on_`` records how, on what."""
+        ``mode``: ``"contamination"``, ``"fpr"`` (``target_fpr`` as the normal images' quantile), ``"tail"``
+        (``target_fpr`` on a fitted tail), ``"f1"`` (``metricad.thresholds``); ``threshold_set_on_`` records it."""
         self._check_fitted()
         contamination = self.contamination if contamination is None else contamination
         self.offset_, self.threshold_set_on_ = calibrated(self.score_samples(images), is_anomaly, mode,

@@ -106,6 +106,12 @@ def test_reference_images_train_a_recipe_that_trains_and_are_refused_by_the_fold
      "--score auto sets the threshold at the best F1"),
     (["--threshold-mode", "f1"], "threshold mode 'f1' needs labelled validation images: on Fashion-MNIST"),
     (["--normal-dir", "N", "--contamination", "0.5"], "--contamination must be in (0, 0.5), got 0.5"),
+    (["--normal-dir", "N", "--threshold-mode", "tail", "--contamination", "0.05"],
+     "--contamination 0.05: threshold mode 'tail' does not use it"),
+    (["--normal-dir", "N", "--target-fpr", "0.05"], "--target-fpr 0.05: threshold mode 'contamination' does not"),
+    (["--normal-dir", "N", "--threshold-mode", "tail", "--holdout", "0"], "--holdout 0 keeps none"),
+    (["--normal-dir", "N", "--threshold-mode", "tail", "--tile", "32"], "the tail fit is not available with --tile"),
+    (["--normal-dir", "N", "--holdout", "0", "--score", "flow"], "hold out good images to normalise it on"),
 ])
 def test_an_option_that_would_go_unused_is_refused_by_name(tmp_path, capsys, monkeypatch, args, named):
     root = make_folders(tmp_path / "data", np.random.default_rng(0), n=20)
@@ -146,3 +152,18 @@ def test_the_bank_size_bounds_the_patch_bank(spots, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "none"), *base, "--bank-size", "0"]) == 2
     assert "--bank-size must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_the_tail_mode_sets_the_threshold_from_the_held_out_tail(spots, tmp_path):
+    """--threshold-mode tail --target-fpr: the held-out good scores' fitted tail, not their quantile."""
+    from metricad.thresholds import tail_threshold
+
+    base = ["--normal-dir", str(spots / "normal"), "--image-size", "48,64", "--holdout", "0.9"]  # 27 of 30
+    config = _train(tmp_path / "tail", *base, "--threshold-mode", "tail", "--target-fpr", "0.05")
+    detector = open_run(tmp_path / "tail", device="cpu").detector
+    held = detector.score_samples(detector.holdout_images_)
+    assert config["detector"]["offset"] == pytest.approx(tail_threshold(held, 0.05), abs=1e-6)
+    assert config["detector"]["threshold_set_on"] == {"mode": "tail", "n_normal": 27, "n_anomaly": 0,
+                                                      "target_fpr": 0.05}
+    # the control: the quantile of the same 15 scores is another threshold (the tail fit moves it)
+    assert abs(config["detector"]["offset"] - _quantile_of_held_out(tmp_path / "tail", 0.05)) > 1e-3

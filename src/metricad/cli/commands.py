@@ -119,7 +119,7 @@ def set_threads(threads: int | None) -> None:
 
 def _train(args):
     from metricad import distributed
-    from metricad.thresholds import threshold_request
+    from metricad.thresholds import refuse_unused_options, threshold_request
     from metricad.train import pipeline
     from metricad.train.config import checked
 
@@ -134,6 +134,7 @@ def _train(args):
         raise ValueError("train needs --out RUN (or --resume RUN to continue an interrupted run)")
     config = checked(training_config(args))  # a recipe that cannot train is refused before anything is loaded
     source = data_source(args)
+    refuse_unused_options(args.threshold_mode, args.contamination, args.target_fpr)
     threshold = threshold_request(args.threshold_mode, args.contamination, args.target_fpr)
     if distributed.launch_rank() == 0:
         what = (f"{config.model} as it is (pretrained, no training)" if config.epochs == 0 else

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from metricad.thresholds import DEFAULT_THRESHOLD, HELD_OUT_MODES
+
 SOURCES: dict[str, type] = {}
 
 
@@ -74,7 +76,7 @@ class FashionMNIST:
         if chooses_with_labels != bool(self.val_anomalies):
             raise ValueError("--score auto chooses with a few labelled anomalies: give --val-anomalies K with it "
                              "(and only with it)")
-        if threshold["mode"] != "contamination" and not chooses_with_labels:
+        if threshold["mode"] not in HELD_OUT_MODES and not chooses_with_labels:
             raise ValueError(f"threshold mode {threshold['mode']!r} needs labelled validation images: on "
                              "Fashion-MNIST, --score auto --val-anomalies K sets the threshold (best F1)")
         _check_threshold(threshold, chooses_with_labels)
@@ -127,7 +129,12 @@ class ImageFolders:
             if self.val_dir or chooses_with_labels:
                 raise ValueError("--tile: a tiled run sets its threshold on held-out good images; --val-dir and "
                                  "--score auto are not available with it yet")
-        labelled = chooses_with_labels or threshold["mode"] != "contamination"
+        if threshold["mode"] == "tail" and self.holdout == 0:
+            raise ValueError("--threshold-mode tail fits the held-out good images' scores: --holdout 0 keeps none")
+        if threshold["mode"] == "tail" and self.tile is not None:
+            raise ValueError("--threshold-mode tail: a tiled run sets its threshold on its held-out images' worst "
+                             "tiles by --contamination; the tail fit is not available with --tile yet")
+        labelled = chooses_with_labels or threshold["mode"] not in HELD_OUT_MODES
         if labelled and not self.val_dir:
             what = "--score auto" if chooses_with_labels else f"threshold mode {threshold['mode']!r}"
             raise ValueError(f"{what} needs labelled images: pass --val-dir")
@@ -189,8 +196,6 @@ class ImageFolders:
 def _check_threshold(threshold: dict, chooses_with_labels: bool) -> None:
     """``--score auto`` sets the threshold itself (best F1 on the labelled images): a threshold option would go
     unused."""
-    from metricad.thresholds import DEFAULT_THRESHOLD
-
     if chooses_with_labels and threshold != DEFAULT_THRESHOLD:
         raise ValueError("--score auto sets the threshold at the best F1 on the labelled validation images: leave "
                          "out --threshold-mode, --contamination and --target-fpr")

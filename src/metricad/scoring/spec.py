@@ -48,6 +48,7 @@ declare_expert("excess-margin", reads="margin", one_sided=True, needs_centres=Tr
 declare_expert("fmap")
 declare_expert("pca")
 declare_expert("patch")
+declare_expert("flow")
 EXPERTS = tuple(EXPERT_NAMES)
 
 

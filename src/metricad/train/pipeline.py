@@ -115,7 +115,11 @@ def fit_detector(models, split, score: str, threshold: dict | None = None, devic
             split.anchor_images, split.holdout_images)
         return selection.select(union, split.val_images, split.val_is_anomaly)[0]
     detector = Detector(models, score=score, device=device, **params).fit(split.anchor_images, split.holdout_images)
-    if split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):
+    if threshold["mode"] == "tail":  # the held-out good images' tail, fitted for the target false-alarm rate
+        if split.holdout_images is None:
+            raise ValueError("threshold mode 'tail' fits the held-out good images' scores: keep some out (--holdout)")
+        detector.calibrate(split.holdout_images, None, **threshold)
+    elif split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):
         detector.calibrate(split.val_images, split.val_is_anomaly, **threshold)
     return detector
 
@@ -129,11 +133,11 @@ def _run_job(work: Path, out: Path, job: dict, split, device, progress: bool) ->
         split = tiled_split(split, tiling)
     try:
         models, seconds = train_members(config, split, work, device, progress)
+        detector = fit_detector(models, split, config.score, job.get("threshold"), device, **job["detector"])
     except BaseException:
         if distributed.is_main() and not Layout(work).checkpoints():
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing behind
         raise
-    detector = fit_detector(models, split, config.score, job.get("threshold"), device, **job["detector"])
     facts = {"data": job["data"], "training": job["training"], "training_seconds": seconds,
              "processes": distributed.world(), "threads": job.get("threads")}
     if tiling is not None:

@@ -42,6 +42,7 @@ class Expert(nn.Module):
 
     max_batch = 1 << 30  # images per scoring batch its memory allows (the patch expert's bank sets one)
     has_map = False  # scores positions of the image, not only the whole image (``score_and_map``)
+    needs_held_out = False  # learns on the anchors: normalised on held-out normal images only
 
     @classmethod
     def from_params(cls, **params) -> "Expert":
