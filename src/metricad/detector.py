@@ -91,8 +91,7 @@ class Detector(BaseEstimator):
                 "bank_size": self.bank_size}
 
     def _check_params(self, n_images: int, held_out: bool = True) -> None:
-        """Check the parameters (``held_out``: whether normal images are held out to normalise on), and parse the
-        score once: ``score_spec_`` (what every later step reads)."""
+        """Check the parameters (``held_out``: normal images held out), and parse the score once: ``score_spec_``."""
         self.score_spec_ = spec = ScoreSpec.parse(self.score)
         learned = [key for key in spec.keys if EXPERT_CLASSES[key].needs_held_out]
         if learned and not held_out:
@@ -165,10 +164,13 @@ class Detector(BaseEstimator):
             return torch.from_numpy(self._run_torch(self.holdout_images_)[1])
         return torch.cat([member.anchor_scores().cpu() for member in self.graph_.members], 1)
 
+    @torch.no_grad()
+    def normal_scores(self) -> np.ndarray:  # of the normal images the experts were normalised on, not scored again
+        return self.graph_.combiner(self.normal_parts_.to(self.device_)).cpu().numpy()
+
     def _set_normal_threshold(self) -> None:
         """``offset_``: the ``1 - contamination`` quantile of the normal images' scores."""
-        with torch.no_grad():
-            normal_scores = self.graph_.combiner(self.normal_parts_.to(self.device_)).cpu().numpy()
+        normal_scores = self.normal_scores()
         if self.holdout_images_ is not None:
             self.offset_ = threshold_for(normal_scores, np.zeros(len(normal_scores)), "contamination",
                                          contamination=self.contamination)
@@ -339,10 +341,8 @@ class Detector(BaseEstimator):
     # ---- threshold ------------------------------------------------------------------------------------------
     def calibrate(self, images, is_anomaly=None, mode: str = "contamination", contamination: float | None = None,
                   target_fpr: float = 0.01) -> "Detector":
-        """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set).
-
-        ``mode``: ``"contamination"``, ``"fpr"`` (``target_fpr`` as the normal images' quantile), ``"tail"``
-        (``target_fpr`` on a fitted tail), ``"f1"`` (``metricad.thresholds``); ``threshold_set_on_`` records it."""
+        """Set the threshold ``offset_`` on images that are not anchors (held-out normals or a validation set) by
+        ``mode``: contamination, fpr, tail or f1 (``metricad.thresholds``); ``threshold_set_on_`` records it."""
         self._check_fitted()
         contamination = self.contamination if contamination is None else contamination
         self.offset_, self.threshold_set_on_ = calibrated(self.score_samples(images), is_anomaly, mode,

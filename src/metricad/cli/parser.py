@@ -107,7 +107,7 @@ def _add_threshold_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("the threshold (set at training time, stored in the run)")
     g.add_argument("--threshold-mode", choices=THRESHOLD_MODES,
                    help="contamination (default): the 1 - contamination quantile of held-out normal scores; tail: "
-                        "--target-fpr on a generalized Pareto tail fitted to the held-out normal scores; fpr: a "
+                        "--target-fpr on an exponential tail fitted to the held-out normal scores; fpr: a "
                         "target false-positive rate on --val-dir; f1: best F1 on --val-dir")
     g.add_argument("--contamination", type=float, help="the share of held-out normal images above the threshold "
                    "(contamination mode; default 0.01)")

@@ -21,7 +21,7 @@ from metricad.files import write_json
 from metricad.layout import Layout
 from metricad.recipe import TrainConfig
 from metricad.scoring.spec import AUTO
-from metricad.thresholds import threshold_request
+from metricad.thresholds import calibrated, threshold_request
 from metricad.train.config import checked
 
 
@@ -118,7 +118,7 @@ def fit_detector(models, split, score: str, threshold: dict | None = None, devic
     if threshold["mode"] == "tail":  # the held-out good images' tail, fitted for the target false-alarm rate
         if split.holdout_images is None:
             raise ValueError("threshold mode 'tail' fits the held-out good images' scores: keep some out (--holdout)")
-        detector.calibrate(split.holdout_images, None, **threshold)
+        detector.offset_, detector.threshold_set_on_ = calibrated(detector.normal_scores(), None, **threshold)
     elif split.val_images is not None and (threshold["mode"] != "contamination" or split.holdout_images is None):
         detector.calibrate(split.val_images, split.val_is_anomaly, **threshold)
     return detector
