@@ -9,9 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="$1"; EXAMPLES="${2:-200}"
 PORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-.venv/bin/metricad serve "$RUN" --port "$PORT" --device cpu 2>/dev/null &
+WORK=$(mktemp -d)  # the fuzzer writes too (thresholds, corrections): it gets a copy of the run
+cp -r "$RUN" "$WORK/run"
+.venv/bin/metricad serve "$WORK/run" --port "$PORT" --device cpu 2>/dev/null &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
     sleep 0.3

@@ -80,3 +80,29 @@ def patch_run(tmp_path_factory) -> tuple[Path, Path]:
     assert main(["train", "--out", str(run), "--normal-dir", str(data / "normal"), "--image-size", "48,64",
                  "--device", "cpu"]) == 0
     return run, data
+
+
+def write_new_look(directory: Path, n: int = 3, size=(60, 80), seed: int = 5) -> list[Path]:
+    """Good parts of a look the spot folders' normal images never had (the same noise under vertical stripes, as
+    from a new supplier): a patch-level score flags them until it learns one (``metricad update``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    stripes = 25 * np.sin(np.arange(size[1]) / 2.0)[None]
+    paths = []
+    for i in range(n):
+        image = np.clip(rng.normal(128, 12, size) + stripes, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(directory / f"look{i}.png")
+        paths.append(directory / f"look{i}.png")
+    return paths
+
+
+@pytest.fixture
+def writable_patch_run(patch_run, tmp_path) -> tuple[Path, Path]:
+    """``(run, data)``: a copy of ``patch_run`` that a test may change (new versions, corrections)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(patch_run[0], run)
+    return run, patch_run[1]

@@ -5,7 +5,9 @@ reproduce) write theirs beside them, and training works in the hidden sibling ``
 
     RUN/config.json           what was trained and how it scores (``metricad.run``)
     RUN/weights.safetensors   the trained models' weights (member i under "member{i}.")
-    RUN/detector.safetensors  the fitted detector's tensors
+    RUN/detector.safetensors  the fitted detector's tensors (a later version's: the file config.json names)
+    RUN/versions/             earlier versions' config.json and history.jsonl, who changed what (``deploy.versions``)
+    RUN/corrections/          images an operator marked on the service's page: good/, defect/, learned/
     RUN/train.log             one JSON line per epoch (``train-<i>.log`` per ensemble member)
     RUN/metrics.json, benchmark.json, benchmark.md, figure.png, report.html, model.onnx, skipped_files.json
     .RUN.partial/             while training: the run so far, ``job.json`` and ``checkpoint-<i>.safetensors``
@@ -36,6 +38,12 @@ class Layout:
     bundle = property(lambda self: self.root / "model.onnx")
     skipped_files = property(lambda self: self.root / "skipped_files.json")
     job = property(lambda self: self.root / "job.json")  # in the partial run only
+    versions = property(lambda self: self.root / "versions")
+    corrections = property(lambda self: self.root / "corrections")
+
+    def detector_of(self, config: dict) -> Path:
+        """The detector file of the version ``config`` describes (``detector_file``; the first version's default)."""
+        return self.root / config.get("detector_file", "detector.safetensors")
 
     @property
     def partial(self) -> "Layout":

@@ -148,11 +148,11 @@ def detector_from_state(params: dict, facts: dict, tensors: dict):
                                 pixel_threshold_set_on=facts.get("pixel_threshold_set_on"))
 
 
-def model_id(directory: Path) -> str:
+def model_id(directory: Path, config: dict | None = None) -> str:
     """First 12 hex digits of the SHA-256 of the weights and the fitted detector: names exactly what scores."""
     digest = hashlib.sha256()
     layout = Layout(directory)
-    for path in (layout.weights, layout.detector):
+    for path in (layout.weights, layout.detector_of(config or read_config(directory))):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -167,7 +167,12 @@ class Run:
 
     @property
     def model_id(self) -> str:
-        return model_id(self.path)
+        return model_id(self.path, self.config)
+
+    @property
+    def version(self) -> int:
+        """1 as trained; each threshold applied or update (``metricad.deploy.versions``) adds one."""
+        return int(self.config.get("version", 1))
 
     @property
     def scorer(self):
@@ -215,18 +220,19 @@ def open_run(path, device=None, runtime: str = "torch", **overrides) -> Run:
     saved = {k: v for k, v in config["detector"].items() if k in FIT_PARAMS}
     changed = {k: v for k, v in overrides.items() if v is not None and v != saved.get(k)}
     params = saved | changed | {"model": _build_models(config, path), "runtime": runtime, "device": device}
-    tensors = _load_tensors(layout.detector)
+    detector_file = layout.detector_of(config)
+    tensors = _load_tensors(detector_file)
     if changed:
         for key in ("normal_images", "anchor_indices"):
             if key not in tensors:
-                raise ValueError(f"{layout.detector}: missing tensor {key!r}")
+                raise ValueError(f"{detector_file}: missing tensor {key!r}")
         detector = Detector(**params).fit(tensors["normal_images"].numpy(),
                                           tensors["holdout_images"].numpy() if "holdout_images" in tensors else None)
     else:
         try:
             detector = detector_from_state(params, config["detector"], tensors)
         except (KeyError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{layout.detector}: does not match {layout.config} ({exc})") from exc
+            raise ValueError(f"{detector_file}: does not match {layout.config} ({exc})") from exc
     return Run(path, config, detector)
 
 

@@ -46,3 +46,12 @@ def start_service(command: list[str], port: int, **popen) -> subprocess.Popen:
             time.sleep(0.1)
     process.kill()
     raise AssertionError("the service never became healthy")
+
+
+def ready(client):
+    """``client`` (a FastAPI ``TestClient``) once its app's ``/health`` answers 200."""
+    for _ in range(400):
+        if client.get("/health").status_code == 200:
+            return client
+        time.sleep(0.05)
+    raise AssertionError("the service never became ready")

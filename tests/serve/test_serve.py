@@ -127,7 +127,7 @@ def test_health_is_503_until_the_model_is_loaded(trained_run):
 def test_micro_batcher_returns_each_result_to_its_submitter():
     seen_batches = []
 
-    def score(batch):
+    def score(batch, context):
         seen_batches.append(len(batch))
         time.sleep(0.01)
         return batch.reshape(len(batch), -1).sum(1)
@@ -143,6 +143,29 @@ def test_micro_batcher_returns_each_result_to_its_submitter():
     results = asyncio.run(run())
     assert [r.score for r in results] == [4 * i for i in range(23)]
     assert max(seen_batches) == 5 and sum(seen_batches) == 23  # batched, never over max_batch
+
+
+def test_micro_batcher_scores_each_model_apart_within_a_batch():
+    """Images submitted for two models (a request that began before a version switch, and one after) may share a
+    gathering window but never one call: each is scored by its own model."""
+    calls = []
+
+    def score(batch, model):
+        calls.append((model, len(batch)))
+        return batch.reshape(len(batch), -1).sum(1) * (1 if model == "old" else -1)
+
+    async def run():
+        batcher = MicroBatcher(score, max_batch=16, max_wait_ms=50)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(np.full((2, 2), i), "old" if i % 3 else "new")
+                                          for i in range(12)))
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(run())
+    assert [r.score for r in results] == [4 * i if i % 3 else -4 * i for i in range(12)]
+    assert sorted(calls) == [("new", 4), ("old", 8)]  # one gathering window, two calls
 
 
 def test_decode_rejects_bombs_before_decoding():
@@ -173,14 +196,16 @@ def test_decode_fuzz_only_ever_raises_bad_image(data, cut, flip):
 
 def test_schemathesis_fuzz_of_the_live_service_finds_no_server_error(trained_run, tmp_path):
     """A short version of benchmarks/fuzz_service.sh: the real server on loopback, fuzzed from its OpenAPI."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
 
     from tests.serve.helpers import free_port, start_service
 
+    run = shutil.copytree(trained_run, tmp_path / "run")  # the fuzzer writes too: thresholds, corrections
     port = free_port()
-    server = start_service([sys.executable, "-m", "metricad", "serve", str(trained_run), "--port", str(port),
+    server = start_service([sys.executable, "-m", "metricad", "serve", str(run), "--port", str(port),
                             "--device", "cpu"], port)
     try:
         result = subprocess.run([str(Path(sys.executable).parent / "st"), "run",

@@ -3,7 +3,6 @@ own resolution), ``?map=mask``, ``?map=overlay``, the score in headers, equal to
 from a score without one, or for several images at once, is refused with the reason."""
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,14 @@ from metricad.data import load_images
 from metricad.localization import normalized_map, to_size
 from metricad.run import open_run
 from metricad.serve import ServiceLimits, create_app
-
-
-def _ready(client):
-    for _ in range(400):
-        if client.get("/health").status_code == 200:
-            return client
-        time.sleep(0.05)
-    raise AssertionError("the service never became ready")
+from tests.serve.helpers import ready
 
 
 @pytest.fixture(scope="module")
 def client(patch_run):
     run, _ = patch_run
     with TestClient(create_app(run, ServiceLimits(max_batch=4, max_body_bytes=100_000), device="cpu")) as client:
-        yield _ready(client)
+        yield ready(client)
 
 
 def _spot(patch_run) -> Path:
@@ -73,6 +65,6 @@ def test_map_requests_are_refused_with_their_reason(client, trained_run, patch_r
     two = client.post("/score?map=png", files=[("files", ("a.png", data)), ("files", ("b.png", data))])
     assert two.status_code == 400 and "send one image" in two.json()["detail"]
     with TestClient(create_app(trained_run, device="cpu")) as plain:
-        refused = _ready(plain).post("/score?map=png", content=data, headers={"Content-Type": "image/png"})
+        refused = ready(plain).post("/score?map=png", content=data, headers={"Content-Type": "image/png"})
     assert refused.status_code == 400 and "has no anomaly map" in refused.json()["detail"]
     assert client.post("/score", content=data, headers={"Content-Type": "image/png"}).json()["results"][0]["label"]

@@ -93,7 +93,7 @@ def test_a_chunked_body_without_a_length_is_cut_at_the_limit(service):
 
 
 def test_503_while_the_model_is_still_loading(trained_run, monkeypatch):
-    import metricad.serve.app as app_module
+    import metricad.serve.service as app_module
 
     release = threading.Event()
     real = app_module.load_scorer

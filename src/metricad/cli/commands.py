@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from metricad.data.fashion_mnist import CLASS_NAMES
 from metricad.data.sources import FashionMNIST, ImageFolders
-from metricad.layout import Layout
 from metricad.recipe import FOLDER_PRESET, PRESETS, PRETRAINED
 
 FASHION_MNIST = (7, 9)  # the built-in experiment's (normal, anomaly) classes: sneaker vs ankle boot
@@ -246,13 +244,6 @@ def cmd_benchmark(args) -> None:
     print(benchmark_run(args.run, args.anchors, args.batch_sizes, args.data_dir, args.device, args.runtime))
 
 
-def cmd_export(args) -> None:
-    from metricad.deploy.export import export_run
-
-    out = Path(args.out) if args.out else Layout(args.run).bundle
-    print(export_run(args.run, out))
-
-
 def cmd_export_dataset(args) -> None:
     if args.dataset == "elpv":
         refuse_unused(args, ("normal", "anomaly", "data_dir"), "Fashion-MNIST options, not used with --dataset elpv "
@@ -321,26 +312,3 @@ def cmd_reproduce(args) -> None:
     print("\n".join(reproduce(args.out, training_config(args), *_classes(args), args.limit, args.data_dir,
                               args.device, args.overwrite, args.val_anomalies or 0, args.val_seed or 0,
                               detector_params(args))))
-
-
-def cmd_serve(args) -> None:
-    from metricad.deploy.scorer import is_bundle
-    from metricad.serve.auth import check_exposure, read_api_key
-
-    if is_bundle(args.target):
-        refuse_unused(args, ("runtime",), "a model bundle always runs on ONNX Runtime")
-    api_key = read_api_key(args.api_key_file)
-    check_exposure(args.host, api_key, args.insecure)  # before importing the web stack: a quick, clear refusal
-    from metricad.serve import ServiceLimits
-    from metricad.serve.app import serve
-
-    limits = ServiceLimits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                           max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_files=args.max_files,
-                           max_pixels=args.max_pixels)
-    print(f"serving {args.target} on http://{args.host}:{args.port} (POST /score, GET /health, /info, /metrics, "
-          f"/docs); batches of up to {args.max_batch}, waiting at most {args.max_wait_ms} ms; "
-          f"{'API key required' if api_key else 'no API key'}", file=sys.stderr)
-    serve(args.target, args.host, args.port, limits, args.device, args.runtime or "torch", args.threads, api_key,
-          args.insecure)
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from metricad.cli import arguments, commands
+from metricad.cli import arguments, commands, line
 from metricad.localization import MAP_FORMATS
 from metricad.recipe import (
     ANCHOR_SAMPLINGS,
@@ -208,7 +208,21 @@ def _export_command(sub) -> None:
     p.add_argument("run")
     p.add_argument("--format", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="output file (default RUN/model.onnx)")
-    p.set_defaults(func=commands.cmd_export)
+    p.set_defaults(func=line.cmd_export)
+
+
+def _update_command(sub) -> None:
+    p = sub.add_parser("update", help="a new version of a run (or bundle): learn good images an operator marked, "
+                       "without training, or set the threshold by hand; the old version is kept, the change recorded")
+    p.add_argument("target", metavar="RUN_OR_BUNDLE")
+    p.add_argument("--add-good", nargs="+", metavar="DIR", help="good images (folders, files, globs) for the run's "
+                   "memory; its thresholds are set again on its held-out good images; RUN/model.onnx is exported "
+                   "again")
+    p.add_argument("--threshold", type=float, help="set the image threshold to this score (anomaly when above)")
+    p.add_argument("--by", help="who makes the change, as recorded in the history (default: your user name)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=line.cmd_update)
 
 
 def _explain_command(sub) -> None:
@@ -277,7 +291,7 @@ def _compare_command(sub) -> None:
 
 def _serve_command(sub) -> None:
     p = sub.add_parser("serve", help="HTTP scoring service with micro-batching (POST /score, GET /health, /info, "
-                       "/metrics)")
+                       "/metrics) and the operator's page (GET /: inspect, set the threshold, correct, watch)")
     p.add_argument("target", metavar="RUN_OR_BUNDLE", help="a run directory, or a model bundle (.onnx; needs no "
                    "torch)")
     p.add_argument("--host", default="127.0.0.1")
@@ -294,8 +308,11 @@ def _serve_command(sub) -> None:
     p.add_argument("--device")
     p.add_argument("--api-key-file", metavar="FILE", help="require this key (the file's first line) from clients as "
                    "'Authorization: Bearer KEY'; default: $METRICAD_API_KEY, if set")
-    p.add_argument("--insecure", action="store_true", help="serve on a non-loopback address without an API key")
-    p.set_defaults(func=commands.cmd_serve)
+    p.add_argument("--insecure", action="store_true", help="serve on a non-loopback address without an API key "
+                   "(scoring only: the page and every write are then refused)")
+    p.add_argument("--window", type=int, default=200, help="the recent images the anomaly rate is taken over "
+                   "(/monitor, metricad_anomaly_rate)")
+    p.set_defaults(func=line.cmd_serve)
 
 
 def _reproduce_command(sub) -> None:
@@ -306,8 +323,8 @@ def _reproduce_command(sub) -> None:
 
 
 COMMANDS = (_train_command, _evaluate_command, _score_command, _make_defects_command, _benchmark_command,
-            _export_command, _explain_command, _report_command, _export_dataset_command, _compare_command,
-            _serve_command, _reproduce_command)
+            _export_command, _update_command, _explain_command, _report_command, _export_dataset_command,
+            _compare_command, _serve_command, _reproduce_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,6 +67,7 @@ class Bundle(Decisions):
         self.input_spec = (int(spec["channels"]), (int(spec["height"]), int(spec["width"])))
         self.offset_ = float(self.metadata["offset"])
         self.score, self.model_id = self.metadata["score"], self.metadata["model_id"]
+        self.version = int(self.metadata.get("bundle_version", 1))  # metricad.deploy.versions
         self.batch_size = min(self.batch_size, int(self.metadata.get("max_batch", self.batch_size)))
         self.has_map = "anomaly_map" in {output.name for output in self.session.get_outputs()}
         pixel_offset = self.metadata.get("pixel_offset")
@@ -85,6 +86,12 @@ class Bundle(Decisions):
 
     def score_samples(self, images) -> np.ndarray:
         return self.score_parts(images)[0]
+
+    def normal_scores(self):
+        """The scores of the good images the threshold was set on (held out from the bank), as exported; None
+        for a bundle exported without them."""
+        scores = self.metadata.get("normal_scores")
+        return None if scores is None else np.asarray(scores, dtype=np.float64)
 
     def tiled(self):
         """A bundle of a tiled run as a scorer of whole images (``metricad.tiling.TiledScorer``)."""

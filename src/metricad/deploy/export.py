@@ -12,8 +12,9 @@ from metricad.run import open_run
 from metricad.scoring.onnx_graph import export_graph
 
 
-def export_run(path, out) -> str:
-    """Write the run at ``path`` as the model bundle ``out``; returns a one-line summary."""
+def export_run(path, out, bundle_version: int | None = None) -> str:
+    """Write the run at ``path`` as the model bundle ``out``; returns a one-line summary. ``bundle_version``
+    (``metricad.deploy.versions``): the run's version unless given."""
     import onnx
 
     run = open_run(path, device="cpu")
@@ -35,7 +36,10 @@ def export_run(path, out) -> str:
                                 "in an image flagged by offset"} if detector.graph_.has_map else {}),
              "max_batch": min(512, detector.graph_.max_batch),  # images per ONNX call its memory allows
              "members": len(detector.models), "anchors": int(len(detector.anchor_indices_)),
-             "models": run.config["models"]}
+             "models": run.config["models"], "bundle_version": bundle_version or run.version,
+             "run_version": run.version}
+    if not run.config.get("tiling"):  # the good images' scores the threshold was set on: the page's histogram
+        facts["normal_scores"] = [round(float(s), 5) for s in detector.normal_scores()]
     if run.config.get("tiling"):  # the graph scores tiles: how to cut images and their own threshold
         facts["tiling"] = run.config["tiling"]
     if detector.graph_.has_map:

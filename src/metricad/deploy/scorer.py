@@ -50,6 +50,11 @@ class RunScorer:
 
         self.run = open_run(path, device=device, runtime=runtime)
         self.scorer, self.model_id, self.score = self.run.scorer, self.run.model_id, self.run.detector.score
+        self.version = self.run.version  # metricad.deploy.versions
+
+    def normal_scores(self):
+        """The scores of the good images the threshold was set on; None for a tiled run (set on whole images)."""
+        return None if self.run.config.get("tiling") else self.run.detector.normal_scores()
 
     @property
     def input_spec(self):
@@ -89,7 +94,8 @@ class RunScorer:
 
     def describe(self) -> dict:
         detector = self.run.detector
-        return {"run": str(self.run.path), "models": self.run.config["models"], "score": detector.score,
+        return {"run": str(self.run.path), "version": self.version, "models": self.run.config["models"],
+                "score": detector.score,
                 "anchors": len(detector.anchor_indices_), "k": detector.k, "runtime": detector.runtime,
                 "threshold_set_on": self.scorer.threshold_set_on_, "pixel_threshold": detector.pixel_offset_,
                 "pixel_threshold_set_on": detector.pixel_threshold_set_on_}

@@ -13,27 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
-from starlette.datastructures import UploadFile
 
 import metricad
-from metricad.deploy.scorer import load_scorer
 from metricad.localization import no_map_error
-from metricad.serve.auth import authorized, check_exposure
-from metricad.serve.batching import MicroBatcher, ShuttingDown
+from metricad.serve.admin import add_admin_routes
+from metricad.serve.auth import authorized, check_exposure, is_loopback
+from metricad.serve.batching import ShuttingDown
 from metricad.serve.decode import BadImage, decode_image
-from metricad.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from metricad.serve.metrics import CONTENT_TYPE_LATEST
+from metricad.serve.page import add_page_routes
+from metricad.serve.service import Service, ServiceLimits
+from metricad.serve.uploads import IMAGES_BODY, request_images
 
-RAW_TYPES = ("image/", "application/octet-stream")
 MAP_KINDS = ("png", "mask", "overlay")  # ?map=: the 16-bit map, the defect mask, the map over the image
 OPEN_ROUTES = ("/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+PAGE_ROUTES = ("/",)  # a browser is asked for the key itself (HTTP Basic: any user name, the key as password)
 
 
 def default_threads(max_batch: int) -> int:
@@ -44,117 +44,17 @@ def default_threads(max_batch: int) -> int:
     return max(1, cores - 1) if max_batch == 1 else cores
 
 
-@dataclass
-class ServiceLimits:
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_files: int = 64
-    max_pixels: int = 16_000_000  # 4000 x 4000: any camera frame, not a decompression bomb
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _uploaded_images(request: Request, body: bytes, limits: ServiceLimits) -> list[tuple[str, bytes]]:
-    """``(name, bytes)`` of each image in the request: multipart files, or the raw body."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(RAW_TYPES):
-        return [("body", body)]
-    if not content_type.startswith("multipart/form-data"):
-        raise HTTPException(415, f"content type {content_type or '(none)'!r} is not accepted: send "
-                                 "multipart/form-data files or one raw image (image/png, image/jpeg, "
-                                 "application/octet-stream)")
-
-    async def replay():  # starlette parses multipart from a receive channel: give it the body already read
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=limits.max_files, max_fields=limits.max_files)
-    except Exception as exc:  # noqa: BLE001 - malformed multipart raises several types; all are the client's
-        if "Too many" in str(exc):  # starlette's own count, stopped at the limit while parsing
-            raise HTTPException(413, f"more files in one request than the limit of {limits.max_files}") from exc
-        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
-    files = [(value.filename or key, await value.read()) for key, value in form.multi_items()
-             if isinstance(value, UploadFile)]
-    if not files:
-        raise HTTPException(400, "no image file in the multipart body (send one or more file parts)")
-    return files
-
-
-class Service:
-    """What the app's routes share: the scorer (loaded in a background thread at start-up, or given), the
-    micro-batcher that scores queued images, the metrics, the limits and the API key."""
-
-    def __init__(self, target, limits: ServiceLimits, device, runtime: str, scorer, threads: int,
-                 api_key: str | None):
-        self.target, self.limits, self.device, self.runtime = target, limits, device, runtime
-        self.scorer, self.threads, self.api_key = scorer, threads, api_key
-        self.error: str | None = None
-        self.batcher: MicroBatcher | None = None
-        self.metrics = ServiceMetrics()
-
-    def set_threads(self) -> None:  # in the scoring thread: torch's thread count is per thread for OpenMP
-        if hasattr(self.scorer, "set_threads"):
-            self.scorer.set_threads(self.threads)
-
-    def load(self) -> None:
-        try:
-            if self.scorer is None:
-                self.scorer = load_scorer(self.target, self.device, self.runtime, self.threads)
-            self.set_threads()
-            self.metrics.model.info({"model_id": self.scorer.model_id, "metricad_version": metricad.__version__,
-                                     "target": str(self.target)})
-        except Exception as exc:  # noqa: BLE001 - reported by /health instead of killing the server
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def score_batch(self, batch):
-        scores = self.scorer.score_samples(batch)
-        model = self.scorer.model_id
-        self.metrics.batch_size.labels(model).observe(len(batch))
-        self.metrics.scored.labels(model).inc(len(batch))
-        self.metrics.flagged.labels(model).inc(int(self.scorer.predict_scores(scores).sum()))
-        return scores
-
-    def ready_scorer(self):
-        if self.error:
-            raise HTTPException(503, f"the model failed to load: {self.error}")
-        if self.scorer is None or self.batcher is None:
-            raise HTTPException(503, "the model is still loading")
-        return self.scorer
-
-    @asynccontextmanager
-    async def lifespan(self, app: FastAPI):
-        loading = asyncio.create_task(asyncio.to_thread(self.load))
-        self.batcher = MicroBatcher(self.score_batch, self.limits.max_batch, self.limits.max_wait_ms,
-                                    thread_setup=self.set_threads)
-        await self.batcher.start()
-        self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
-        yield
-        loading.cancel()
-        queued = self.batcher.depth
-        await self.batcher.stop()  # scores and answers whatever is still queued
-        print(f"metricad serve: stopped after answering every accepted request ({queued} image(s) were still "
-              f"queued at shutdown; {self.batcher.batches_scored} batches scored)", file=sys.stderr, flush=True)
-
-
 def create_app(target, limits: ServiceLimits | None = None, device=None, runtime: str = "torch",
-               scorer=None, threads: int | None = None, api_key: str | None = None) -> FastAPI:
+               scorer=None, threads: int | None = None, api_key: str | None = None, window: int = 200,
+               loopback: bool = True) -> FastAPI:
     """The ASGI app serving ``target`` (a bundle or a run directory), or an already loaded ``scorer`` (tests,
     embedding). ``threads``: scoring threads (default ``default_threads``); ``api_key``: required from clients
-    as ``Authorization: Bearer KEY`` on every route but ``/health`` and the API docs."""
+    as ``Authorization: Bearer KEY`` (or HTTP Basic, the key as password) on every route but ``/health`` and the
+    API docs; ``window``: the recent images the anomaly rate is taken over; ``loopback``: whether it listens on
+    loopback only (beyond it, every write needs the key)."""
     limits = limits or ServiceLimits()
-    service = Service(target, limits, device, runtime, scorer, threads or default_threads(limits.max_batch), api_key)
+    service = Service(target, limits, device, runtime, scorer, threads or default_threads(limits.max_batch), api_key,
+                      window, loopback)
     app = FastAPI(title="metricad", version=metricad.__version__, lifespan=service.lifespan,
                   description="Image anomaly scoring: each image's anomaly score (the mean of the model's experts, "
                               "each z-scored on normal images). Higher score = more anomalous; label 'anomaly' "
@@ -162,6 +62,8 @@ def create_app(target, limits: ServiceLimits | None = None, device=None, runtime
     _add_guard(app, service)
     _add_model_routes(app, service)
     _add_score_route(app, service)
+    add_page_routes(app, service)
+    add_admin_routes(app, service)
     return app
 
 
@@ -172,8 +74,9 @@ def _add_guard(app: FastAPI, service: Service) -> None:
         start = time.perf_counter()
         if request.url.path not in OPEN_ROUTES and not authorized(request.headers.get("authorization"),
                                                                   service.api_key):
+            challenge = 'Basic realm="metricad"' if request.url.path in PAGE_ROUTES else "Bearer"
             response = Response('{"detail": "missing or wrong API key: send Authorization: Bearer KEY"}', 401,
-                                {"WWW-Authenticate": "Bearer"}, media_type="application/json")
+                                {"WWW-Authenticate": challenge}, media_type="application/json")
         else:
             response = await call_next(request)
         # The route's template, not the raw path: a scan of random paths must not grow the label set.
@@ -196,7 +99,8 @@ def _add_model_routes(app: FastAPI, service: Service) -> None:
         scorer = service.ready_scorer()
         channels, (height, width) = scorer.input_spec
         return {"metricad_version": metricad.__version__, "model_id": scorer.model_id, **scorer.describe(),
-                "input": {"channels": channels, "height": height, "width": width},
+                "version": getattr(scorer, "version", 1), "input": {"channels": channels, "height": height,
+                                                                      "width": width},
                 "threshold": scorer.offset_, "limits": asdict(service.limits)}
 
     @app.get("/metrics", summary="Prometheus metrics: requests, latency, batch sizes, images scored and flagged",
@@ -205,13 +109,6 @@ def _add_model_routes(app: FastAPI, service: Service) -> None:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-SCORE_BODY = {"required": True, "description": "multipart files (any field name, repeatable) or one raw image",
-              "content": {
-                  "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-                      "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
-                  "image/png": {"schema": {"type": "string", "format": "binary"}},
-                  "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 SCORE_RESPONSES = {400: {"description": "not a readable image, or no image"},
                    401: {"description": "missing or wrong API key"}, 413: {"description": "too large"},
                    415: {"description": "content type not accepted"},
@@ -221,7 +118,7 @@ SCORE_RESPONSES = {400: {"description": "not a readable image, or no image"},
 def _add_score_route(app: FastAPI, service: Service) -> None:
     limits = service.limits
 
-    @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": SCORE_BODY},
+    @app.post("/score", summary="score one or more images", openapi_extra={"requestBody": IMAGES_BODY},
               responses=SCORE_RESPONSES)
     async def score(request: Request, map: str | None = None):  # noqa: A002 - the query parameter's name
         start = time.perf_counter()
@@ -230,10 +127,7 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
             raise HTTPException(400, f"map={map!r}: ask for one of {', '.join(MAP_KINDS)}")
         if map is not None and not getattr(scorer, "has_map", False):
             raise HTTPException(400, str(no_map_error(scorer.score, f"map={map}: ")))
-        body = await _read_body(request, limits.max_body_bytes)
-        files = await _uploaded_images(request, body, limits)
-        if len(files) > limits.max_files:
-            raise HTTPException(413, f"{len(files)} files in one request: more than the limit of {limits.max_files}")
+        files = await request_images(request, limits)
         if map is not None:
             if len(files) != 1:
                 raise HTTPException(400, f"map={map} answers with one picture: send one image, not {len(files)}")
@@ -241,13 +135,13 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
         channels, size = scorer.input_spec
         try:
             images = [decode_image(data, size, channels, limits.max_pixels, name) for name, data in files]
-            results = await asyncio.gather(*(service.batcher.submit(image) for image in images))
+            results = await asyncio.gather(*(service.batcher.submit(image, scorer) for image in images))
         except BadImage as exc:
             raise HTTPException(exc.status_code, str(exc)) from exc
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from exc
         flagged = scorer.predict_scores([r.score for r in results])
-        return {"model_id": scorer.model_id, "threshold": scorer.offset_,
+        return {"model_id": scorer.model_id, "version": getattr(scorer, "version", 1), "threshold": scorer.offset_,
                 "request_ms": 1000 * (time.perf_counter() - start),
                 "results": [{"name": name, "score": r.score, "label": "anomaly" if flag else "normal",
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
@@ -265,10 +159,12 @@ async def _map_response(service: Service, scorer, file: tuple[str, bytes], kind:
     png, score, flagged, defect = await asyncio.to_thread(map_picture, scorer, original, kind)
     service.metrics.scored.labels(scorer.model_id).inc()
     service.metrics.flagged.labels(scorer.model_id).inc(int(flagged))
+    service.metrics.observe([score], [flagged])
     return Response(png, media_type="image/png", headers={
         "X-Metricad-Score": f"{score:.6f}", "X-Metricad-Label": "anomaly" if flagged else "normal",
         "X-Metricad-Threshold": f"{scorer.offset_:.6f}", "X-Metricad-Pixel-Threshold": f"{scorer.pixel_offset_:.6f}",
         "X-Metricad-Defect-Pixels": str(defect), "X-Metricad-Model-Id": scorer.model_id,
+        "X-Metricad-Version": str(getattr(scorer, "version", 1)),
         "X-Metricad-Request-Ms": f"{1000 * (time.perf_counter() - start):.2f}"})
 
 
@@ -300,15 +196,16 @@ def map_picture(scorer, original, kind: str) -> tuple[bytes, float, bool, int]:
 
 def serve(target, host: str = "127.0.0.1", port: int = 8000, limits: ServiceLimits | None = None, device=None,
           runtime: str = "torch", threads: int | None = None, api_key: str | None = None,
-          insecure: bool = False) -> None:
+          insecure: bool = False, window: int = 200) -> None:
     """Serve until SIGINT/SIGTERM; then finish the requests in flight (uvicorn's graceful shutdown)."""
     import uvicorn
 
     check_exposure(host, api_key, insecure)
     if not Path(target).exists():
         raise FileNotFoundError(f"{target}: no such run directory or model bundle")
-    uvicorn.run(create_app(target, limits, device, runtime, threads=threads, api_key=api_key), host=host,
-                port=port, log_level="warning")
+    app = create_app(target, limits, device, runtime, threads=threads, api_key=api_key, window=window,
+                     loopback=is_loopback(host))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 __all__ = ["ServiceLimits", "create_app", "serve"]

@@ -1,4 +1,5 @@
-"""Access control: one API key, sent as ``Authorization: Bearer KEY``, compared in constant time.
+"""Access control: one API key, sent as ``Authorization: Bearer KEY`` (or by a browser as HTTP Basic, any user name
+and the key as password: the page asks for it that way), compared in constant time.
 
 The key comes from the environment (``METRICAD_API_KEY``) or a file (``--api-key-file``), never from a command-line
 value that ``ps`` would show. Without a key the service listens on loopback only, unless told ``--insecure``.
@@ -6,6 +7,8 @@ value that ``ps`` would show. Without a key the service listens on loopback only
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -49,9 +52,27 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+def _credentials(header: str | None) -> tuple[str | None, str]:
+    """``(user, key)`` an ``Authorization`` header carries: Bearer (no user) or Basic."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() == "bearer":
+        return None, given.strip()
+    if scheme.lower() == "basic":
+        try:
+            user, _, key = base64.b64decode(given.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None, ""
+        return user, key
+    return None, ""
+
+
 def authorized(header: str | None, api_key: str | None) -> bool:
     """Whether an ``Authorization`` header carries the key (always, when no key is configured)."""
     if api_key is None:
         return True
-    scheme, _, given = (header or "").partition(" ")
-    return hmac.compare_digest(_digest(given.strip() if scheme.lower() == "bearer" else ""), _digest(api_key))
+    return hmac.compare_digest(_digest(_credentials(header)[1]), _digest(api_key))
+
+
+def user_name(header: str | None) -> str | None:
+    """The user name a browser sent with the key (HTTP Basic), to record who made a change."""
+    return _credentials(header)[0] or None

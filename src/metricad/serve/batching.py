@@ -1,8 +1,10 @@
 """Micro-batching: single images from many concurrent requests, scored together.
 
 Each submitted image gets its own future, so results go back to their own request whatever batch they rode
-in. One worker task forms a batch from what is queued (up to ``max_batch``), waits at most ``max_wait_ms``
-after the first image for more, and scores it in one background thread, so the event loop keeps accepting
+in, and carries the model (``context``) its request started with: a batch is scored model by model, so a request
+that began before the service switched versions is answered wholly by the version it began with. One worker task
+forms a batch from what is queued (up to ``max_batch``), waits at most ``max_wait_ms`` after the first image for
+more, and scores it in one background thread, so the event loop keeps accepting
 requests meanwhile and two batches never run the model at once. ``stop`` refuses new images, scores every image
 already queued and answers it, then ends the worker: a graceful shutdown loses no accepted image.
 """
@@ -31,7 +33,7 @@ class BatchResult:
 
 
 class MicroBatcher:
-    def __init__(self, score_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
+    def __init__(self, score_batch: Callable[[np.ndarray, object], np.ndarray], max_batch: int = 32,
                  max_wait_ms: float = 5.0, thread_setup: Callable[[], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -68,14 +70,19 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, image: np.ndarray) -> BatchResult:
+    async def submit(self, image: np.ndarray, context=None) -> BatchResult:
+        """Score ``image`` in the next batch, by ``score_batch(images, context)``."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         if self.closing:
             raise ShuttingDown("the service is shutting down")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((image, future, time.perf_counter()))
+        await self._queue.put((image, future, time.perf_counter(), context))
         return await future
+
+    async def in_scoring_thread(self, function: Callable, *args):
+        """Run ``function(*args)`` in the scoring thread, between batches (e.g. a new model's thread count)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def _next_batch(self) -> list:
         batch = [await self._queue.get()]
@@ -108,19 +115,24 @@ class MicroBatcher:
 
     async def _score(self, batch: list) -> None:
         batch = [item for item in batch if not item[1].done()]  # a client that went away
-        if not batch:
-            return
+        groups: dict[int, list] = {}
+        for item in batch:  # one model per call: the images of requests that began on another version apart
+            groups.setdefault(id(item[3]), []).append(item)
+        for group in groups.values():
+            await self._score_group(group)
+
+    async def _score_group(self, batch: list) -> None:
         start = time.perf_counter()
         try:
             scores = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.score_batch, np.stack([image for image, _, _ in batch]))
+                self._executor, self.score_batch, np.stack([item[0] for item in batch]), batch[0][3])
         except Exception as exc:  # noqa: BLE001 - the error goes back to every request of this batch
-            for _, future, _ in batch:
+            for _, future, _, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         score_ms = 1000 * (time.perf_counter() - start)
         self.batches_scored += 1
-        for (_, future, queued), score in zip(batch, scores):
+        for (_, future, queued, _), score in zip(batch, scores):
             if not future.done():
                 future.set_result(BatchResult(float(score), len(batch), 1000 * (start - queued), score_ms))
