@@ -73,7 +73,7 @@ def _line_scan_folders(root, rng, n=12, size=(96, 288)):
     return root
 
 
-def test_a_tiled_folder_run_scores_large_images_run_and_bundle_alike(tmp_path):
+def test_a_tiled_folder_run_scores_large_images_run_and_bundle_alike(tmp_path, capsys):
     from metricad.cli import main
     from metricad.data import load_images
     from metricad.deploy.scorer import load_scorer
@@ -105,6 +105,16 @@ def test_a_tiled_folder_run_scores_large_images_run_and_bundle_alike(tmp_path):
     assert main(["evaluate", str(run), "--test-dir", str(data / "test")]) == 0
     assert main(["report", str(run), "--test-dir", str(data / "test"), "--out", str(tmp_path / "r.html")]) == 0
     assert "Confusion matrix" in (tmp_path / "r.html").read_text()
+    # a threshold set by hand is the whole images' (the tiling's), in the run and in a bundle
+    top = float(scores.max()) + 1
+    assert main(["update", str(run), "--threshold", str(top)]) == 0
+    assert main(["update", str(tmp_path / "tiled.onnx"), "--threshold", str(top)]) == 0
+    for scorer in (open_run(run).scorer, load_scorer(tmp_path / "tiled.onnx")):
+        assert scorer.offset_ == pytest.approx(top) and scorer.predict_scores(scores).sum() == 0
+    assert open_run(run).detector.offset_ == opened.detector.offset_  # the tiles' own threshold unchanged
+    capsys.readouterr()
+    assert main(["update", str(run), "--add-good", str(data / "test" / "good")]) == 2
+    assert "a tiled run (--tile)" in capsys.readouterr().err  # refused by name: train again
 
 
 def test_tiling_options_are_checked_before_training(tmp_path, capsys):
