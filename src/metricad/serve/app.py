@@ -1,8 +1,11 @@
-"""The scoring service: ``POST /score``, ``GET /health``, ``GET /info``, ``GET /metrics`` (FastAPI on uvicorn).
+"""The scoring service: ``POST /score``, ``GET /health``, ``GET /info``, ``GET /metrics`` (FastAPI on uvicorn), and
+the operator's page with its views (``GET /``, ``/threshold``, ``/monitor``: ``metricad.serve.page``) and writes
+(``/admin/...``: ``metricad.serve.admin``).
 
 It serves a model bundle (``.onnx``, torch-free: the light install) or a run directory (the ``train`` extra). The
 model is loaded in a background thread at start-up, so ``/health`` answers at once (503 until ready). Every
-request is checked before any decoding: the API key (401, when one is configured; ``/health`` stays open),
+request is checked before any decoding: the API key (401, when one is configured; ``/health`` stays open; a
+browser asking for the page is asked for it by HTTP Basic),
 content type (415), body size (413, counted while reading, whatever Content-Length says), number of files (413),
 then each image (400 unreadable, 413 too many pixels). A bad request never reaches the batch. On SIGTERM uvicorn
 stops accepting connections and waits for the requests in flight; the batcher scores every image already queued
