@@ -19,7 +19,7 @@ import numpy as np
 from metricad.data.images import list_image_files, load_images
 from metricad.deploy.versions import write_bundle_version, write_run_version
 from metricad.layout import Layout
-from metricad.run import FIT_PARAMS, detector_state, open_run
+from metricad.run import FIT_PARAMS, detector_state, model_id, open_run
 from metricad.thresholds import calibrated
 
 
@@ -83,8 +83,7 @@ def update_run(path, add_good, by: str, device=None) -> dict:
 
         write_bundle_version(bundle, change | {"run_version": version}, by,
                              write=lambda v: export_run(path, bundle, bundle_version=v))
-    after = open_run(path, device="cpu")
-    return {"run": str(path), "version": version, "previous_version": run.version, "model_id": after.model_id,
+    return {"run": str(path), "version": version, "previous_version": run.version, "model_id": model_id(Path(path)),
             "previous_model_id": run.model_id, "threshold": refitted.offset_, "previous_threshold": detector.offset_,
             "threshold_set_on": refitted.threshold_set_on_, "images_added": len(names),
             "bundle": str(bundle) if bundle.is_file() else None, "seconds": round(time.perf_counter() - start, 1)}

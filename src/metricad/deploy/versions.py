@@ -21,6 +21,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from metricad.deploy.scorer import is_bundle
 from metricad.files import atomic_write, write_json
 from metricad.layout import Layout
 
@@ -29,18 +30,14 @@ BUNDLE_VERSION_KEY = "metricad.bundle_version"
 MAX_NAME = 100
 
 
-def is_bundle_path(target) -> bool:
-    return Path(target).suffix.lower() == ".onnx"
-
-
 def versions_dir(target) -> Path:
     """Where the earlier versions of ``target`` and its history are kept."""
-    return Path(f"{target}.versions") if is_bundle_path(target) else Layout(target).versions
+    return Path(f"{target}.versions") if is_bundle(target) else Layout(target).versions
 
 
 def corrections_dir(target) -> Path:
     """Where the images an operator marked (``good/``, ``defect/``, ``learned/``) are kept, named by the service."""
-    return Path(f"{target}.corrections") if is_bundle_path(target) else Layout(target).corrections
+    return Path(f"{target}.corrections") if is_bundle(target) else Layout(target).corrections
 
 
 def history(target) -> list[dict]:
@@ -142,7 +139,7 @@ def apply_threshold(target, value: float, by: str | None) -> int:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"the threshold must be a finite number, got {value!r}")
     value, by = float(value), checked_name(by)
-    if is_bundle_path(target):
+    if is_bundle(target):
         return _bundle_threshold(target, value, by)
     config = json.loads(Layout(target).config.read_text())
     was = _offset_of(config, "detector")

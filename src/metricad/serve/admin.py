@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import os
 import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +19,9 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from metricad.deploy.versions import apply_threshold, corrections_dir, is_bundle_path
+from metricad.deploy.scorer import is_bundle
+from metricad.deploy.versions import apply_threshold, corrections_dir
+from metricad.files import atomic_write
 from metricad.serve.auth import user_name
 from metricad.serve.decode import BadImage, decode_image
 from metricad.serve.service import ReloadFailed, Service
@@ -89,12 +89,8 @@ def store_image(directory: Path, image) -> Path:
     array = image if image.ndim == 2 else image.transpose(1, 2, 0)
     path = directory / f"{hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()[:20]}.png"
     if not path.exists():
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
     return path
 
 
@@ -107,7 +103,7 @@ async def learn_marked_good(service: Service, by: str) -> dict:
     """Teach the run the images marked good (``metricad.deploy.update``), keep them under ``learned/v<N>/``,
     and serve the new version."""
     target = write_target(service)
-    if is_bundle_path(target):
+    if is_bundle(target):
         raise HTTPException(400, f"{target.name}: a model bundle holds no images and no training stack to learn "
                                  "with: serve its run, or run metricad update RUN --add-good DIR and export")
     good = pending(target, "good")

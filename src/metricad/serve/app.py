@@ -31,7 +31,7 @@ from metricad.serve.batching import ShuttingDown
 from metricad.serve.decode import BadImage, decode_image
 from metricad.serve.metrics import CONTENT_TYPE_LATEST
 from metricad.serve.page import add_page_routes
-from metricad.serve.service import Service, ServiceLimits
+from metricad.serve.service import Service, ServiceLimits, version_of
 from metricad.serve.uploads import IMAGES_BODY, request_images
 
 MAP_KINDS = ("png", "mask", "overlay")  # ?map=: the 16-bit map, the defect mask, the map over the image
@@ -102,7 +102,7 @@ def _add_model_routes(app: FastAPI, service: Service) -> None:
         scorer = service.ready_scorer()
         channels, (height, width) = scorer.input_spec
         return {"metricad_version": metricad.__version__, "model_id": scorer.model_id, **scorer.describe(),
-                "version": getattr(scorer, "version", 1), "input": {"channels": channels, "height": height,
+                "version": version_of(scorer), "input": {"channels": channels, "height": height,
                                                                       "width": width},
                 "threshold": scorer.offset_, "limits": asdict(service.limits)}
 
@@ -144,7 +144,7 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
         except ShuttingDown as exc:
             raise HTTPException(503, str(exc)) from exc
         flagged = scorer.predict_scores([r.score for r in results])
-        return {"model_id": scorer.model_id, "version": getattr(scorer, "version", 1), "threshold": scorer.offset_,
+        return {"model_id": scorer.model_id, "version": version_of(scorer), "threshold": scorer.offset_,
                 "request_ms": 1000 * (time.perf_counter() - start),
                 "results": [{"name": name, "score": r.score, "label": "anomaly" if flag else "normal",
                              "batch_size": r.batch_size, "queue_ms": r.queue_ms, "score_ms": r.score_ms}
@@ -167,7 +167,7 @@ async def _map_response(service: Service, scorer, file: tuple[str, bytes], kind:
         "X-Metricad-Score": f"{score:.6f}", "X-Metricad-Label": "anomaly" if flagged else "normal",
         "X-Metricad-Threshold": f"{scorer.offset_:.6f}", "X-Metricad-Pixel-Threshold": f"{scorer.pixel_offset_:.6f}",
         "X-Metricad-Defect-Pixels": str(defect), "X-Metricad-Model-Id": scorer.model_id,
-        "X-Metricad-Version": str(getattr(scorer, "version", 1)),
+        "X-Metricad-Version": str(version_of(scorer)),
         "X-Metricad-Request-Ms": f"{1000 * (time.perf_counter() - start):.2f}"})
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from metricad.deploy.versions import corrections_dir, history
 from metricad.serve.admin import LABELS, pending
-from metricad.serve.service import Service, expected_rate, threshold_record
+from metricad.serve.service import Service, expected_rate, threshold_record, version_of
 
 READ_RESPONSES = {401: {"description": "missing or wrong API key"}, 503: {"description": "the model is still loading"}}
 MAX_LABELLED = 500  # marked images scored for the threshold view, newest kept
@@ -62,7 +62,7 @@ def add_page_routes(app: FastAPI, service: Service) -> None:
         scorer = service.ready_scorer()
         normal = scorer.normal_scores() if hasattr(scorer, "normal_scores") else None
         record, target = threshold_record(scorer), service.target if service.has_path else None
-        return {"model_id": scorer.model_id, "version": getattr(scorer, "version", 1), "threshold": scorer.offset_,
+        return {"model_id": scorer.model_id, "version": version_of(scorer), "threshold": scorer.offset_,
                 "threshold_set_on": record, "rate": expected_rate(scorer),
                 "normal": None if normal is None else {"scores": np.asarray(normal, float).tolist(),
                                                        "images": record.get("images", "good images")},

@@ -39,6 +39,11 @@ class ReloadFailed(RuntimeError):
     """The new version did not load; the running one stays."""
 
 
+def version_of(scorer) -> int:
+    """The version of the run or bundle a scorer serves (``metricad.deploy.versions``; 1 for a scorer without)."""
+    return int(getattr(scorer, "version", 1))
+
+
 def threshold_record(scorer) -> dict:
     """How the served threshold was set (``threshold_set_on``), whatever kind of scorer serves."""
     record = getattr(scorer, "threshold_set_on_", None)
@@ -82,8 +87,8 @@ class Service:
     def _describe_model(self) -> None:
         scorer = self.scorer
         self.metrics.model.info({"model_id": scorer.model_id, "metricad_version": metricad.__version__,
-                                 "target": str(self.target), "version": str(getattr(scorer, "version", 1))})
-        self.metrics.model_version.set(getattr(scorer, "version", 1))
+                                 "target": str(self.target), "version": str(version_of(scorer))})
+        self.metrics.model_version.set(version_of(scorer))
         rate = expected_rate(scorer)
         self.metrics.expected_rate.set(float("nan") if rate is None else rate)
 
@@ -107,14 +112,14 @@ class Service:
                 await self.batcher.in_scoring_thread(self.set_threads, new)
             except Exception as exc:  # noqa: BLE001 - any failure to load keeps the running version
                 raise ReloadFailed(f"{self.target}: the new version did not load, version "
-                                   f"{getattr(old, 'version', 1)} keeps serving ({type(exc).__name__}: {exc})") from exc
+                                   f"{version_of(old)} keeps serving ({type(exc).__name__}: {exc})") from exc
             self.scorer = new  # requests already queued finish on the old model (MicroBatcher)
             self.reloads += 1
             self._describe_model()
-            print(f"metricad serve: now serving version {getattr(new, 'version', 1)} ({new.model_id}) of "
+            print(f"metricad serve: now serving version {version_of(new)} ({new.model_id}) of "
                   f"{self.target}", file=sys.stderr, flush=True)
-            return {"model_id": new.model_id, "version": getattr(new, "version", 1), "threshold": new.offset_,
-                    "previous": {"model_id": old.model_id, "version": getattr(old, "version", 1)}}
+            return {"model_id": new.model_id, "version": version_of(new), "threshold": new.offset_,
+                    "previous": {"model_id": old.model_id, "version": version_of(old)}}
 
     def score_batch(self, batch, scorer):
         scores = scorer.score_samples(batch)
